@@ -1,0 +1,216 @@
+/*
+ * dispatch.c: the kernels' entry points.  Picks the ISA table once, derives the
+ * per-step constants once per parameter group, then splits the concatenated
+ * element range of all tensors evenly across one OpenMP team.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include "kernels_internal.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+/* ------------------------------------------------------------------------- */
+/* Threads                                                                    */
+/* ------------------------------------------------------------------------- */
+
+static int requested_threads = 0;   /* <= 0: follow omp_get_max_threads() */
+
+/* Measured on a 2-core Zen 3 (bench/run.py --threshold): below ~32k float32
+ * elements of Adam the second thread's wake-up costs more than it saves. */
+static int64_t parallel_min_elements = 32768;
+
+void fo_set_num_threads(int n) { requested_threads = n; }
+
+int fo_get_num_threads(void)
+{
+#ifdef _OPENMP
+    return requested_threads > 0 ? requested_threads : omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+int fo_openmp_enabled(void)
+{
+#ifdef _OPENMP
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+int64_t fo_parallel_min_elements(void) { return parallel_min_elements; }
+void fo_set_parallel_min_elements(int64_t n) { parallel_min_elements = n < 0 ? 0 : n; }
+
+/* ------------------------------------------------------------------------- */
+/* SIMD dispatch                                                              */
+/* ------------------------------------------------------------------------- */
+
+static int cpu_has(const char *isa)
+{
+#if defined(FO_X86_DISPATCH)
+    __builtin_cpu_init();
+    if (strcmp(isa, "avx2") == 0)
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    if (strcmp(isa, "avx512") == 0)
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl");
+#endif
+    return strcmp(isa, "baseline") == 0;
+}
+
+/* Best first. */
+static const fo_isa_kernels *const all_tables[] = {
+#if defined(FO_X86_DISPATCH)
+    &fo_kernels_avx512,
+    &fo_kernels_avx2,
+#endif
+    &fo_kernels_baseline,
+};
+#define FO_N_TABLES (sizeof(all_tables) / sizeof(all_tables[0]))
+
+static const fo_isa_kernels *active = NULL;
+
+static const fo_isa_kernels *kernels(void)
+{
+    size_t k;
+    if (active == NULL) {
+        for (k = 0; k < FO_N_TABLES; k++) {
+            if (cpu_has(all_tables[k]->name)) {
+                active = all_tables[k];
+                break;
+            }
+        }
+    }
+    return active;
+}
+
+const char *fo_simd_path(void) { return kernels()->name; }
+
+const char *fo_simd_supported(void)
+{
+    static char names[64];
+    size_t k;
+    names[0] = '\0';
+    for (k = 0; k < FO_N_TABLES; k++) {
+        if (cpu_has(all_tables[k]->name)) {
+            if (names[0] != '\0') strcat(names, " ");
+            strcat(names, all_tables[k]->name);
+        }
+    }
+    return names;
+}
+
+int fo_set_simd_path(const char *name)
+{
+    size_t k;
+    for (k = 0; k < FO_N_TABLES; k++) {
+        if (strcmp(all_tables[k]->name, name) == 0) {
+            if (!cpu_has(name)) return -2;
+            active = all_tables[k];
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* ------------------------------------------------------------------------- */
+/* The parallel driver                                                        */
+/* ------------------------------------------------------------------------- */
+
+/* Chunk boundaries are rounded to this many elements (a 64-byte line of float32). */
+#define FO_CHUNK_ALIGN 16
+
+/* Index of the tensor holding element `pos` of the concatenated range:
+ * the last i with offset[i] <= pos (empty tensors are skipped by the caller's loop). */
+static int64_t tensor_at(const fo_tensor_list *t, int64_t pos)
+{
+    int64_t lo = 0, hi = t->n_tensors;    /* offset[lo] <= pos < offset[hi] */
+    while (hi - lo > 1) {
+        int64_t mid = lo + (hi - lo) / 2;
+        if (t->offset[mid] <= pos) lo = mid;
+        else hi = mid;
+    }
+    return lo;
+}
+
+/* Apply fn to elements [begin, end) of the concatenated range. */
+static void run_span(const fo_tensor_list *t, fo_range_fn fn, const void *groups, int64_t begin,
+                     int64_t end)
+{
+    int64_t i;
+    if (begin >= end) return;
+    for (i = tensor_at(t, begin); i < t->n_tensors && t->offset[i] < end; i++) {
+        int64_t lo = begin > t->offset[i] ? begin - t->offset[i] : 0;
+        int64_t hi = (end < t->offset[i + 1] ? end : t->offset[i + 1]) - t->offset[i];
+        if (hi > lo) fn(t, i, lo, hi, groups);
+    }
+}
+
+static void run_parallel(const fo_tensor_list *t, fo_range_fn fn, const void *groups, int n_threads)
+{
+    const int64_t total = t->offset[t->n_tensors];
+    if (total == 0) return;
+#ifdef _OPENMP
+    if (n_threads > 1 && total >= parallel_min_elements) {
+        /* never give a thread less than half the threshold */
+        int64_t max_useful = total / (parallel_min_elements / 2 > 0 ? parallel_min_elements / 2 : 1);
+        if (max_useful < n_threads) n_threads = max_useful < 2 ? 2 : (int)max_useful;
+#pragma omp parallel num_threads(n_threads)
+        {
+            const int64_t team = omp_get_num_threads();
+            const int64_t me = omp_get_thread_num();
+            int64_t begin = (total / team) * me;
+            int64_t end = (total / team) * (me + 1);
+            begin -= begin % FO_CHUNK_ALIGN;
+            end -= end % FO_CHUNK_ALIGN;
+            if (me == team - 1) end = total;
+            run_span(t, fn, groups, begin, end);
+        }
+        return;
+    }
+#else
+    (void)n_threads;
+#endif
+    run_span(t, fn, groups, 0, total);
+}
+
+/* ------------------------------------------------------------------------- */
+/* Entry points                                                               */
+/* ------------------------------------------------------------------------- */
+
+static void adam_prepare(fo_adam_group *groups, int64_t n_groups)
+{
+    int64_t k;
+    for (k = 0; k < n_groups; k++) {
+        fo_adam_group *h = &groups[k];
+        const double bias_correction1 = 1.0 - pow(h->beta1, (double)h->step);
+        const double bias_correction2 = 1.0 - pow(h->beta2, (double)h->step);
+        h->step_size = h->lr / bias_correction1;
+        h->inv_bias_correction2_sqrt = 1.0 / sqrt(bias_correction2);
+    }
+}
+
+void fo_adam_f32(const fo_tensor_list *t, fo_adam_group *groups, int64_t n_groups, int n_threads)
+{
+    adam_prepare(groups, n_groups);
+    run_parallel(t, kernels()->adam_f32, groups, n_threads);
+}
+
+void fo_adam_f64(const fo_tensor_list *t, fo_adam_group *groups, int64_t n_groups, int n_threads)
+{
+    adam_prepare(groups, n_groups);
+    run_parallel(t, kernels()->adam_f64, groups, n_threads);
+}
+
+void fo_sgd_f32(const fo_tensor_list *t, const fo_sgd_group *groups, int n_threads)
+{
+    run_parallel(t, kernels()->sgd_f32, groups, n_threads);
+}
+
+void fo_sgd_f64(const fo_tensor_list *t, const fo_sgd_group *groups, int n_threads)
+{
+    run_parallel(t, kernels()->sgd_f64, groups, n_threads);
+}

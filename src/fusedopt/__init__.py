@@ -1,0 +1,57 @@
+"""fusedopt: fused native optimizer kernels (Adam, AdamW, SGD with momentum) for NumPy models.
+
+The optimizers update float32 and float64 NumPy arrays in place, in one pass
+over memory, with OpenMP threads and the GIL released::
+
+    import fusedopt
+    opt = fusedopt.Adam([W, b], lr=1e-3)
+    opt.step([dW, db])
+"""
+import os as _os
+
+from . import _core, functional
+from ._core import get_num_threads, set_num_threads
+from ._version import __version__
+from .flat import FlatParams
+from .optim import SGD, Adam, AdamW, Optimizer
+
+__all__ = [
+    "Adam", "AdamW", "SGD", "Optimizer", "FlatParams", "functional", "schedules",
+    "get_num_threads", "set_num_threads", "simd_path", "info", "__version__",
+]
+
+# FUSEDOPT_SIMD forces a lower SIMD variant (for testing and comparison).
+if _os.environ.get("FUSEDOPT_SIMD"):
+    _core.set_simd_path(_os.environ["FUSEDOPT_SIMD"])
+
+simd_path = _core.simd_path
+
+
+def info():
+    """Version, build and run-time configuration, as a dict."""
+    import numpy as np
+
+    build = _core.build_info()
+    return {
+        "version": __version__,
+        "numpy": np.__version__,
+        "dtypes": ["float32", "float64"],
+        "openmp": build["openmp"],
+        "openmp_version": build["openmp_version"],
+        "num_threads": get_num_threads(),
+        "parallel_min_elements": _core.parallel_min_elements(),
+        "simd_path": _core.simd_path(),
+        "simd_supported": _core.simd_supported(),
+        "compiler": build["compiler"],
+        "flags": build["flags"],
+        "openmp_flags": build["openmp_flags"],
+    }
+
+
+def __getattr__(name):
+    # schedules is imported on first use, keeping `import fusedopt` light
+    if name == "schedules":
+        import importlib
+
+        return importlib.import_module(".schedules", __name__)
+    raise AttributeError(f"module 'fusedopt' has no attribute {name!r}")

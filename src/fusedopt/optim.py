@@ -1,0 +1,447 @@
+"""Optimizer objects: Adam, AdamW and SGD over lists of NumPy arrays.
+
+The classes hold hyperparameters (``param_groups``) and state, and step all
+their parameters with one call into the C kernels (one per dtype).  What the
+kernels need (pointer arrays, sizes, overlap checks) is built once, on the
+first step, and rebuilt only when the parameter lists or the state layout
+change; each later step does O(1) Python work per parameter group.
+"""
+import copy
+import math
+import numbers
+
+import numpy as np
+
+from . import _core
+from ._memory import aligned_zeros
+from .functional import ADAM_STATE_NAMES, SGD_STATE_NAMES, tensor_lists
+
+__all__ = ["Optimizer", "Adam", "AdamW", "SGD"]
+
+#: state_dict layout version, checked on load
+STATE_DICT_VERSION = 1
+
+
+def _normalize_param_groups(params):
+    """`params` (arrays or group dicts) as a list of group dicts with list-valued "params"."""
+    if isinstance(params, np.ndarray) or isinstance(params, dict):
+        raise TypeError("params must be a list of arrays or a list of param-group dicts, "
+                        f"got a single {type(params).__name__}")
+    try:
+        params = list(params)
+    except TypeError:
+        raise TypeError(f"params must be a list of arrays or of dicts, got {type(params).__name__}") from None
+    if not params:
+        raise ValueError("params is empty: the optimizer needs at least one parameter")
+    n_dicts = sum(isinstance(p, dict) for p in params)
+    if n_dicts == 0:
+        return [{"params": params}]
+    if n_dicts != len(params):
+        raise TypeError("params must be all arrays or all param-group dicts, not a mix")
+    return [dict(group) for group in params]
+
+
+def _lr_value(lr, k):
+    """The base learning rate at step k: a number, or a schedule called with k."""
+    return float(lr(k)) if callable(lr) else float(lr)
+
+
+class Optimizer:
+    """Base class: parameter groups, state, state_dict.  Subclasses set the algorithm.
+
+    Parameters
+    ----------
+    params : list of ndarray or list of dict
+        Arrays updated in place (float32 or float64, C-contiguous, writeable,
+        any shape), or param-group dicts ``{"params": [...], "lr": ..., ...}``
+        whose keys override the defaults for that group.
+    defaults : dict
+        Default hyperparameters.
+    """
+
+    _algorithm = None
+    _state_names = ()
+
+    def __init__(self, params, defaults):
+        self.defaults = dict(defaults)
+        self.param_groups = []
+        #: state[i] holds the buffers of the i-th parameter (groups in order)
+        self.state = {}
+        #: number of step() calls done; the next step uses schedule(step_count)
+        self.step_count = 0
+        #: per group: {"step": steps taken, "momentum_started": SGD buffer initialised}
+        self._group_state = []
+        self._lists = None
+        self._plan_params = None
+        self._plan_layout = None
+        self._plateau = None
+        self._pending_plateau_state = None
+        for group in _normalize_param_groups(params):
+            self.add_param_group(group)
+
+    # -- groups -------------------------------------------------------------
+
+    def add_param_group(self, param_group):
+        """Add a group of parameters with its own hyperparameters (defaults fill the rest)."""
+        if not isinstance(param_group, dict):
+            raise TypeError(f"param_group must be a dict, got {type(param_group).__name__}")
+        group = dict(param_group)
+        if "params" not in group:
+            raise ValueError("param_group must have a 'params' key")
+        params = group["params"]
+        if isinstance(params, np.ndarray):
+            params = [params]
+        group["params"] = list(params)
+        for name, value in self.defaults.items():
+            group.setdefault(name, value)
+        group.setdefault("lr_factor", 1.0)
+        self.param_groups.append(group)
+        self._group_state.append({"step": 0, "momentum_started": False})
+        try:
+            # validate hyperparameters now, so a bad value fails at construction
+            g = len(self.param_groups) - 1
+            _core.validate(self._algorithm, [self._group_hypers(group, g, self.step_count)])
+            self._build_plan()  # checks every array; rejects parameters that share memory
+        except Exception:
+            self.param_groups.pop()
+            self._group_state.pop()
+            raise
+
+    def _all_params(self):
+        return [p for group in self.param_groups for p in group["params"]]
+
+    def _group_hypers(self, group, group_index, k):
+        """The tuple the kernel binding takes for one group at step k."""
+        raise NotImplementedError
+
+    def _state_layout(self):
+        """Which state buffers each group needs now (changes trigger a rebuild)."""
+        raise NotImplementedError
+
+    def _new_state(self, param, group):
+        """Fresh state buffers for one parameter."""
+        raise NotImplementedError
+
+    # -- the plan: what the kernels need, built once --------------------------
+
+    def _build_plan(self):
+        params, groups, index = [], [], 0
+        for g, group in enumerate(self.param_groups):
+            for p in group["params"]:
+                state = self.state.setdefault(index, {})
+                for name, buffer in self._new_state(p, group).items():
+                    if name not in state:
+                        state[name] = buffer
+                params.append(p)
+                groups.append(g)
+                index += 1
+        states = [[self.state[i].get(name) for i in range(len(params))] for name in self._state_names]
+        self._lists = tensor_lists(params, groups, states, self._state_names)
+        self._plan_params = [group["params"] for group in self.param_groups]
+        self._plan_param_copies = [list(group["params"]) for group in self.param_groups]
+        self._plan_layout = self._state_layout()
+        self._n_params = len(params)
+
+    def _plan_is_current(self):
+        groups = self.param_groups
+        if len(groups) != len(self._plan_params) or self._state_layout() != self._plan_layout:
+            return False
+        for group, plan_list, plan_copy in zip(groups, self._plan_params, self._plan_param_copies):
+            if group["params"] is not plan_list or not _core.same_objects(plan_list, plan_copy):
+                return False
+        return True
+
+    # -- stepping -------------------------------------------------------------
+
+    def step(self, grads):
+        """Update every parameter in place from `grads`, one array per parameter (groups in order).
+
+        All gradients and hyperparameters are checked before any buffer is
+        written: a step that raises has changed nothing.
+        """
+        if not self._plan_is_current():
+            self._build_plan()
+        k = self.step_count
+        hypers = [self._group_hypers(group, g, k) for g, group in enumerate(self.param_groups)]
+        _core.step(self._algorithm, self._lists, grads, self._n_params, hypers)
+        self.step_count = k + 1
+        for g, group in enumerate(self.param_groups):
+            state = self._group_state[g]
+            state["step"] += 1
+            if group.get("momentum", 0) != 0:
+                state["momentum_started"] = True
+
+    def current_lrs(self):
+        """The learning rate each group will use at the next step (schedule x plateau factor)."""
+        return [_lr_value(group["lr"], self.step_count) * group["lr_factor"]
+                for group in self.param_groups]
+
+    # -- plateau hook (see fusedopt.schedules.ReduceLROnPlateau) ----------------
+
+    def _attach_plateau(self, plateau):
+        self._plateau = plateau
+        if self._pending_plateau_state is not None:
+            plateau.load_state_dict(self._pending_plateau_state)
+            self._pending_plateau_state = None
+
+    # -- state_dict -------------------------------------------------------------
+
+    def state_dict(self):
+        """The optimizer's state as plain dicts, lists, numbers and NumPy arrays (copies).
+
+        ``{"version", "algorithm", "step_count", "state": {i: {name: array, "step": int}},
+        "param_groups": [{hyperparameters..., "params": [i, ...]}], "plateau": dict or None}``.
+        A schedule-valued ``lr`` is saved as its ``config()`` (or repr); on load the
+        optimizer keeps the schedule it was built with (schedules are rebuilt from code).
+        """
+        groups, index = [], 0
+        for group in self.param_groups:
+            saved = {}
+            for name, value in group.items():
+                if name == "params":
+                    continue
+                if name == "lr" and callable(value):
+                    value = value.config() if hasattr(value, "config") else repr(value)
+                saved[name] = copy.deepcopy(value)
+            saved["params"] = list(range(index, index + len(group["params"])))
+            index += len(group["params"])
+            groups.append(saved)
+        state = {}
+        for i, buffers in self.state.items():
+            entry = {name: np.array(buffer, copy=True) for name, buffer in buffers.items()}
+            entry["step"] = self._group_state[self._group_of(i)]["step"]
+            state[i] = entry
+        return {
+            "version": STATE_DICT_VERSION,
+            "algorithm": type(self).__name__,
+            "step_count": self.step_count,
+            "state": state,
+            "param_groups": groups,
+            "plateau": self._plateau.state_dict() if self._plateau is not None else None,
+        }
+
+    def _group_of(self, index):
+        for g, group in enumerate(self.param_groups):
+            if index < len(group["params"]):
+                return g
+            index -= len(group["params"])
+        raise IndexError(index)
+
+    def load_state_dict(self, state_dict):
+        """Restore a state_dict (from this class, same parameter shapes and dtypes).
+
+        Everything is checked before anything changes.  Buffers are copied into
+        the optimizer's own aligned state, so resuming gives bitwise the same
+        parameters as never stopping.
+        """
+        if not isinstance(state_dict, dict):
+            raise TypeError(f"state_dict must be a dict, got {type(state_dict).__name__}")
+        for key in ("state", "param_groups", "step_count"):
+            if key not in state_dict:
+                raise ValueError(f"state_dict is missing {key!r}")
+        version = state_dict.get("version", STATE_DICT_VERSION)
+        if version != STATE_DICT_VERSION:
+            raise ValueError(f"state_dict has version {version}, this fusedopt reads {STATE_DICT_VERSION}")
+        algorithm = state_dict.get("algorithm", type(self).__name__)
+        if algorithm != type(self).__name__:
+            raise ValueError(f"state_dict is from {algorithm}, not {type(self).__name__}")
+        saved_groups = state_dict["param_groups"]
+        if len(saved_groups) != len(self.param_groups):
+            raise ValueError(f"state_dict has {len(saved_groups)} param groups, "
+                             f"the optimizer has {len(self.param_groups)}")
+        params = self._all_params()
+        for g, (saved, group) in enumerate(zip(saved_groups, self.param_groups)):
+            if len(saved["params"]) != len(group["params"]):
+                raise ValueError(f"state_dict param_groups[{g}] has {len(saved['params'])} "
+                                 f"parameters, the optimizer's has {len(group['params'])}")
+        steps = [None] * len(self.param_groups)
+        started = [False] * len(self.param_groups)
+        for key, entry in state_dict["state"].items():
+            i = int(key)
+            if not 0 <= i < len(params):
+                raise ValueError(f"state_dict state has an entry for parameter {i}, "
+                                 f"the optimizer has {len(params)}")
+            for name, value in entry.items():
+                if name == "step":
+                    steps[self._group_of(i)] = int(value)
+                    continue
+                if name not in self._state_names:
+                    raise ValueError(f"state_dict state[{i}] has unknown buffer {name!r}")
+                if name == "momentum_buffer":
+                    started[self._group_of(i)] = True
+                value = np.asarray(value)
+                if value.shape != params[i].shape or value.dtype != params[i].dtype:
+                    raise ValueError(f"state_dict state[{i}][{name!r}] is {value.dtype} "
+                                     f"{value.shape}, params[{i}] is {params[i].dtype} "
+                                     f"{params[i].shape}")
+        # validate the restored hyperparameters before changing anything
+        restored = []
+        for saved, group in zip(saved_groups, self.param_groups):
+            new = dict(group)
+            for name, value in saved.items():
+                if name == "params" or (name == "lr" and not isinstance(value, numbers.Real)):
+                    continue
+                new[name] = copy.deepcopy(value)
+            restored.append(new)
+        _core.validate(self._algorithm, [self._group_hypers(group, g, int(state_dict["step_count"]))
+                                          for g, group in enumerate(restored)])
+
+        # commit
+        for group, new in zip(self.param_groups, restored):
+            params_list = group["params"]
+            group.clear()
+            group.update(new)
+            group["params"] = params_list
+        saved_state = {int(key): entry for key, entry in state_dict["state"].items()}
+        for i, param in enumerate(params):
+            buffers = self.state.setdefault(i, {})
+            entry = saved_state.get(i, {})
+            for name in self._state_names:
+                if name in entry:
+                    if name not in buffers:
+                        buffers[name] = aligned_zeros(param.shape, param.dtype)
+                    np.copyto(buffers[name], entry[name], casting="no")
+                elif name in buffers:
+                    buffers[name].fill(0)  # not saved: as fresh
+        for g, state in enumerate(self._group_state):
+            state["step"] = steps[g] if steps[g] is not None else int(state_dict["step_count"])
+            state["momentum_started"] = started[g]
+        self.step_count = int(state_dict["step_count"])
+        plateau_state = state_dict.get("plateau")
+        if plateau_state is not None:
+            if self._plateau is not None:
+                self._plateau.load_state_dict(plateau_state)
+            else:
+                self._pending_plateau_state = plateau_state
+        self._build_plan()
+
+    def __repr__(self):
+        lines = [f"{type(self).__name__} ("]
+        for g, group in enumerate(self.param_groups):
+            lines.append(f"Parameter Group {g}")
+            for name in sorted(group):
+                if name != "params":
+                    lines.append(f"    {name}: {group[name]!r}")
+        lines.append(")")
+        return "\n".join(lines)
+
+
+class Adam(Optimizer):
+    r"""Adam with bias correction, fused over all parameters.
+
+    .. math::
+
+        m_t = \beta_1 m_{t-1} + (1-\beta_1) g_t, \quad
+        v_t = \beta_2 v_{t-1} + (1-\beta_2) g_t^2, \quad
+        \theta_t = \theta_{t-1} - \eta_t \frac{m_t/(1-\beta_1^t)}{\sqrt{v_t/(1-\beta_2^t)} + \epsilon}
+
+    Parameters
+    ----------
+    params : list of ndarray or list of dict
+        See :class:`Optimizer`.
+    lr : float or schedule
+        Learning rate, or a schedule ``f(k)`` evaluated at the k-th step (k = 0, 1, ...).
+    betas : (float, float)
+        Decay rates of the first and second moment estimates, each in [0, 1).
+    eps : float
+        Added to the denominator, > 0.
+    weight_decay : float
+        L2 penalty added to the gradient (``g += weight_decay * p``).
+    amsgrad : bool
+        Use the running maximum of the second moment (AMSGrad).
+    maximize : bool
+        Ascend the objective instead of descending.
+    """
+
+    _algorithm = _core.ADAM
+    _state_names = ADAM_STATE_NAMES
+    _decoupled = False
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                 amsgrad=False, maximize=False):
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                                      amsgrad=amsgrad, maximize=maximize))
+
+    def _group_hypers(self, group, group_index, k):
+        betas = group["betas"]
+        if len(betas) != 2:
+            raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
+        return (_lr_value(group["lr"], k) * group["lr_factor"], betas[0], betas[1], group["eps"],
+                group["weight_decay"], self._group_state[group_index]["step"] + 1, self._decoupled,
+                group["amsgrad"], group["maximize"], 1.0)
+
+    def _state_layout(self):
+        return tuple(bool(group["amsgrad"]) for group in self.param_groups)
+
+    def _new_state(self, param, group):
+        state = {"exp_avg": aligned_zeros(param.shape, param.dtype),
+                 "exp_avg_sq": aligned_zeros(param.shape, param.dtype)}
+        if group["amsgrad"]:
+            state["max_exp_avg_sq"] = aligned_zeros(param.shape, param.dtype)
+        return state
+
+
+class AdamW(Adam):
+    r"""Adam with decoupled weight decay: ``p *= 1 - lr * weight_decay`` before the Adam update.
+
+    Parameters are as for :class:`Adam`, with ``weight_decay`` defaulting to 1e-2.
+    """
+
+    _decoupled = True
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
+                 amsgrad=False, maximize=False):
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                         amsgrad=amsgrad, maximize=maximize)
+
+
+class SGD(Optimizer):
+    r"""Stochastic gradient descent, optionally with momentum (two forms) and Nesterov.
+
+    PyTorch's form (default): ``b = momentum*b + (1-dampening)*g`` (``b = g`` at the
+    first step), ``p -= lr*b`` (Nesterov: ``p -= lr*(g + momentum*b)``).
+
+    Velocity form (``lr_in_velocity=True``, as in the classic notes):
+    ``v = momentum*v + lr*(1-dampening)*g``, ``p -= v`` (Nesterov:
+    ``p -= momentum*v + lr*g``).  Both agree while ``lr`` is constant; with a
+    schedule they differ, since ``v`` carries the past rates.
+
+    Parameters
+    ----------
+    params : list of ndarray or list of dict
+    lr : float or schedule
+    momentum : float
+        Momentum factor (>= 0); 0 is plain SGD and keeps no buffer.
+    dampening : float
+        In [0, 1].
+    nesterov : bool
+        Nesterov momentum (requires momentum > 0 and dampening = 0).
+    weight_decay : float
+        L2 penalty added to the gradient.
+    maximize : bool
+    lr_in_velocity : bool
+        Use the velocity form.
+    """
+
+    _algorithm = _core.SGD
+    _state_names = SGD_STATE_NAMES
+
+    def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, nesterov=False,
+                 weight_decay=0.0, maximize=False, lr_in_velocity=False):
+        super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
+                                      nesterov=nesterov, weight_decay=weight_decay,
+                                      maximize=maximize, lr_in_velocity=lr_in_velocity))
+
+    def _group_hypers(self, group, group_index, k):
+        started = self._group_state[group_index]["momentum_started"]
+        return (_lr_value(group["lr"], k) * group["lr_factor"], group["momentum"],
+                group["dampening"], group["weight_decay"], group["nesterov"], group["maximize"],
+                group["lr_in_velocity"], not started, 1.0)
+
+    def _state_layout(self):
+        return tuple(group["momentum"] != 0 for group in self.param_groups)
+
+    def _new_state(self, param, group):
+        if group["momentum"] != 0:
+            return {"momentum_buffer": aligned_zeros(param.shape, param.dtype)}
+        return {}

@@ -1,4 +1,4 @@
-"""Command line: ``python -m fusedopt info | bench``."""
+"""Command line: ``python -m fusedopt info | bench | demo``."""
 import argparse
 import sys
 
@@ -19,6 +19,12 @@ def _bench(args):
     return bench_main(args)
 
 
+def _demo(args, rest):
+    from fusedopt.demo import main as demo_main
+
+    return demo_main(rest)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m fusedopt", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -28,7 +34,13 @@ def main(argv=None):
                        help="parameter sizes (elements)")
     bench.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     bench.add_argument("--repeats", type=int, default=15)
-    args = parser.parse_args(argv)
+    sub.add_parser("demo", add_help=False,
+                   help="train a NumPy MLP on the digits data set (--help for its options)")
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "demo":
+        return _demo(args, rest)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     return {"info": _info, "bench": _bench}[args.command](args)
 
 

@@ -223,7 +223,6 @@ cdef class TensorList:
     cdef int32_t *_groups
     cdef Interval *_intervals
     cdef Py_ssize_t _n_intervals
-    cdef bint _busy
     cdef list _state_names
 
     def __cinit__(self):
@@ -326,7 +325,6 @@ cdef class TensorList:
         self.c.size = self._sizes
         self.c.offset = self._offsets
         self.c.group = self._groups
-        self._busy = False
 
     cdef void _add_interval(self, cnp.ndarray a, int32_t kind, int64_t index):
         cdef uintptr_t start = <uintptr_t>cnp.PyArray_DATA(a)
@@ -393,16 +391,6 @@ cdef class TensorList:
                                      f"a gradient must not alias what the step writes")
             self._grad_ptrs[i] = cnp.PyArray_DATA(g)
         return 0
-
-    cdef int acquire(self) except -1:
-        if self._busy:
-            raise RuntimeError("this optimizer is already stepping in another thread; "
-                               "step one optimizer from one thread at a time")
-        self._busy = True
-        return 0
-
-    cdef void release(self):
-        self._busy = False
 
     def total_size(self):
         return self._offsets[self.n_tensors]
@@ -532,7 +520,7 @@ def step(int algorithm, tuple lists, object grads, Py_ssize_t n_params, list hyp
     Everything (gradients of all lists, hyperparameters of all groups) is
     validated before the first kernel runs, so a failing step changes nothing.
     """
-    cdef Py_ssize_t n_groups = len(hypers), k, n_lists = len(lists), acquired = 0
+    cdef Py_ssize_t n_groups = len(hypers), k, n_lists = len(lists)
     cdef TensorList tl
     cdef int n_threads = fo_get_num_threads()
     cdef size_t group_size = sizeof(fo_adam_group) if algorithm == ALG_ADAM else sizeof(fo_sgd_group)
@@ -549,9 +537,6 @@ def step(int algorithm, tuple lists, object grads, Py_ssize_t n_params, list hyp
         for k in range(n_lists):
             (<TensorList>lists[k]).check_grads(seq)
         for k in range(n_lists):
-            (<TensorList>lists[k]).acquire()
-            acquired += 1
-        for k in range(n_lists):
             tl = <TensorList>lists[k]
             with nogil:
                 if algorithm == ALG_ADAM:
@@ -565,8 +550,6 @@ def step(int algorithm, tuple lists, object grads, Py_ssize_t n_params, list hyp
                     else:
                         fo_sgd_f64(&tl.c, <fo_sgd_group *>groups, n_threads)
     finally:
-        for k in range(acquired):
-            (<TensorList>lists[k]).release()
         free(groups)
 
 

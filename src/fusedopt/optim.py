@@ -7,8 +7,8 @@ first step, and rebuilt only when the parameter lists or the state layout
 change; each later step does O(1) Python work per parameter group.
 """
 import copy
-import math
 import numbers
+import threading
 
 import numpy as np
 
@@ -76,6 +76,7 @@ class Optimizer:
         self._plan_layout = None
         self._plateau = None
         self._pending_plateau_state = None
+        self._stepping = threading.Lock()
         for group in _normalize_param_groups(params):
             self.add_param_group(group)
 
@@ -105,6 +106,10 @@ class Optimizer:
         except Exception:
             self.param_groups.pop()
             self._group_state.pop()
+            n_params = len(self._all_params())
+            for index in [i for i in self.state if i >= n_params]:
+                del self.state[index]
+            self._build_plan()
             raise
 
     def _all_params(self):
@@ -128,6 +133,7 @@ class Optimizer:
         params, groups, index = [], [], 0
         for g, group in enumerate(self.param_groups):
             for p in group["params"]:
+                _core.check_array(p, f"params[{index}]", True)
                 state = self.state.setdefault(index, {})
                 for name, buffer in self._new_state(p, group).items():
                     if name not in state:
@@ -157,19 +163,26 @@ class Optimizer:
         """Update every parameter in place from `grads`, one array per parameter (groups in order).
 
         All gradients and hyperparameters are checked before any buffer is
-        written: a step that raises has changed nothing.
+        written: a step that raises has changed nothing.  One optimizer must be
+        stepped from one thread at a time: a concurrent call raises RuntimeError.
         """
-        if not self._plan_is_current():
-            self._build_plan()
-        k = self.step_count
-        hypers = [self._group_hypers(group, g, k) for g, group in enumerate(self.param_groups)]
-        _core.step(self._algorithm, self._lists, grads, self._n_params, hypers)
-        self.step_count = k + 1
-        for g, group in enumerate(self.param_groups):
-            state = self._group_state[g]
-            state["step"] += 1
-            if group.get("momentum", 0) != 0:
-                state["momentum_started"] = True
+        if not self._stepping.acquire(blocking=False):
+            raise RuntimeError("this optimizer is already stepping in another thread; "
+                               "step one optimizer from one thread at a time")
+        try:
+            if not self._plan_is_current():
+                self._build_plan()
+            k = self.step_count
+            hypers = [self._group_hypers(group, g, k) for g, group in enumerate(self.param_groups)]
+            _core.step(self._algorithm, self._lists, grads, self._n_params, hypers)
+            self.step_count = k + 1
+            for g, group in enumerate(self.param_groups):
+                state = self._group_state[g]
+                state["step"] += 1
+                if group.get("momentum", 0) != 0:
+                    state["momentum_started"] = True
+        finally:
+            self._stepping.release()
 
     def current_lrs(self):
         """The learning rate each group will use at the next step (schedule x plateau factor)."""
@@ -313,6 +326,19 @@ class Optimizer:
                 self._plateau.load_state_dict(plateau_state)
             else:
                 self._pending_plateau_state = plateau_state
+        self._build_plan()
+
+    def __getstate__(self):
+        # the lock and the C-side plan are rebuilt, not pickled
+        state = self.__dict__.copy()
+        del state["_stepping"]
+        state["_lists"] = None
+        state["_plan_params"] = state["_plan_param_copies"] = state["_plan_layout"] = None
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._stepping = threading.Lock()
         self._build_plan()
 
     def __repr__(self):

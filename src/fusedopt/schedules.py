@@ -147,7 +147,7 @@ def _as_schedule(name: str, value: Any) -> "Schedule":
     if isinstance(value, Schedule):
         return value
     if isinstance(value, numbers.Real) and not isinstance(value, bool):
-        return Constant(_rate(name, value))
+        return Constant(_rate(f"{name} (a constant lr)", value))
     raise TypeError(
         f"{name} must be a Schedule or a number, got {value!r} "
         "(wrap a plain function f as Lambda(lr, f))"

@@ -1,0 +1,95 @@
+"""Type stubs for fusedopt._core, the Cython binding to the C kernels (csrc/).
+
+Kept in step with src/fusedopt/_core.pyx; tests/test_packaging.py checks that
+every public name of the compiled module is declared here and vice versa.
+"""
+from collections.abc import Sequence
+from typing import Any, Final, TypedDict
+
+import numpy as np
+import numpy.typing as npt
+
+_FloatArray = npt.NDArray[np.float32] | npt.NDArray[np.float64]
+
+#: algorithm codes for `step` and `validate`
+ADAM: Final[int]
+SGD: Final[int]
+
+class _BuildInfo(TypedDict):
+    compiler: str
+    flags: str
+    openmp: bool
+    openmp_version: int
+    openmp_flags: str
+
+# --- threads, SIMD path, build information ---------------------------------
+
+def get_num_threads() -> int:
+    """Threads the kernels use: `set_num_threads`'s value, else omp_get_max_threads()."""
+
+def set_num_threads(n: int | None) -> None:
+    """Use `n` threads; None or 0 goes back to following OpenMP's setting."""
+
+def parallel_min_elements() -> int:
+    """Below this many elements in one step, the kernels stay on the calling thread."""
+
+def set_parallel_min_elements(n: int) -> None:
+    """Change the single-thread cutoff."""
+
+def simd_path() -> str:
+    """The SIMD variant of the kernels in use: 'baseline', 'avx2' or 'avx512'."""
+
+def simd_supported() -> list[str]:
+    """The SIMD variants this CPU can run, best first."""
+
+def set_simd_path(name: str) -> None:
+    """Force a SIMD variant this CPU supports (ValueError otherwise)."""
+
+def build_info() -> _BuildInfo:
+    """How the extension was built (compiler, flags, OpenMP)."""
+
+# --- validation --------------------------------------------------------------
+
+def check_array(arr: object, name: str, writeable: bool) -> None:
+    """Raise TypeError/ValueError naming `name` unless `arr` can be a kernel buffer."""
+
+# Adam: (lr, beta1, beta2, eps, weight_decay, step, decoupled, amsgrad, maximize, grad_scale)
+_AdamHypers = tuple[float, float, float, float, float, int, bool, bool, bool, float]
+# SGD: (lr, momentum, dampening, weight_decay, nesterov, maximize, lr_in_velocity,
+#       first_step, grad_scale)
+_SGDHypers = tuple[float, float, float, float, bool, bool, bool, bool, float]
+
+def validate(algorithm: int, hypers: list[_AdamHypers] | list[_SGDHypers] | list[Any]) -> None:
+    """Check hyperparameter tuples as `step` would, touching no buffer."""
+
+# --- tensor lists and steps --------------------------------------------------
+
+class TensorList:
+    """Tensors of one dtype, their state buffers and group ids, as C arrays."""
+
+    @property
+    def typenum(self) -> int: ...
+    @property
+    def n_tensors(self) -> int: ...
+    def __init__(
+        self,
+        params: list[_FloatArray],
+        positions: list[int],
+        groups: list[int],
+        states: list[list[_FloatArray | None]],
+        state_names: list[str],
+    ) -> None: ...
+    def total_size(self) -> int:
+        """Number of elements over all tensors of the list."""
+
+def step(
+    algorithm: int,
+    lists: tuple[TensorList, ...],
+    grads: Sequence[_FloatArray],
+    n_params: int,
+    hypers: list[_AdamHypers] | list[_SGDHypers] | list[Any],
+) -> None:
+    """One step of `algorithm` over `lists`; validates everything before any write."""
+
+def same_objects(a: list[Any], b: list[Any]) -> bool:
+    """True if `a` and `b` hold the same objects in the same order."""

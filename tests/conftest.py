@@ -1,0 +1,35 @@
+import numpy as np
+import pytest
+
+import fusedopt
+
+DTYPES = [np.float32, np.float64]
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    """Tests that change the thread count or the SIMD path must not leak it."""
+    threads = fusedopt._core.get_num_threads()
+    cutoff = fusedopt._core.parallel_min_elements()
+    simd = fusedopt._core.simd_path()
+    yield
+    fusedopt.set_num_threads(None)
+    fusedopt._core.set_parallel_min_elements(cutoff)
+    fusedopt._core.set_simd_path(simd)
+    assert fusedopt._core.get_num_threads() == threads
+
+
+def trajectory_tolerance(dtype, n_steps, scale):
+    """Allowed |kernel - reference| after n_steps on values of magnitude `scale`.
+
+    float64: the kernel and the reference differ only in rounding order
+    (1/sqrt(bc2) multiplied vs divided), a few ulps per step: 1e-12 relative.
+    float32: the kernel rounds every operation to float32 (eps 1.2e-7) while
+    the reference runs in float64 on the same float32 inputs; each step adds
+    at most a few float32 ulps of the parameter and of the update, and errors
+    in the moments are damped, not amplified, so the bound grows linearly with
+    the number of steps: 8 ulps per step.
+    """
+    if dtype == np.float64:
+        return 1e-12 * scale
+    return n_steps * 8 * np.finfo(np.float32).eps * scale

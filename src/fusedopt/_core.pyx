@@ -397,78 +397,116 @@ cdef class TensorList:
 
 
 # ---------------------------------------------------------------------------
-# Hyperparameters
+# Hyperparameters: read from the param-group dicts, validated, stored in C
 # ---------------------------------------------------------------------------
 
-cdef int _fill_adam_groups(list hypers, fo_adam_group *out) except -1:
-    """hypers[g] = (lr, beta1, beta2, eps, weight_decay, step, decoupled, amsgrad, maximize, grad_scale)"""
-    cdef Py_ssize_t g, n = len(hypers)
-    cdef double lr, beta1, beta2, eps, weight_decay, grad_scale
-    cdef str where
+cdef enum:
+    ALG_ADAM = 0
+    ALG_SGD = 1
+
+ADAM = ALG_ADAM
+SGD = ALG_SGD
+
+
+class LayoutChanged(Exception):
+    """A group now needs state buffers the current TensorLists lack (rebuild and retry)."""
+
+
+cdef inline int _check_rate(double value, str name, Py_ssize_t g, Py_ssize_t n) except -1:
+    if not (value >= 0.0) or not isfinite(value):
+        raise ValueError(f"{_group_prefix(g, n)}{name} must be a finite number >= 0, got {value!r}")
+    return 0
+
+
+cdef double _group_lr(dict group, Py_ssize_t k, Py_ssize_t g, Py_ssize_t n) except? -1.0:
+    """The group's rate at step k: its lr (a number, or a schedule called with k)
+    times its lr_factor (set by ReduceLROnPlateau)."""
+    lr = group["lr"]
+    if not isinstance(lr, (float, int)):
+        if callable(lr):
+            lr = lr(k)
+        try:
+            lr = float(lr)
+        except (TypeError, ValueError):
+            raise TypeError(f"{_group_prefix(g, n)}lr must be a number or a schedule, "
+                            f"got {type(group['lr']).__name__}") from None
+    factor = group.get("lr_factor", 1.0)
+    cdef double value = <double>lr * <double>factor
+    if not (value >= 0.0) or not isfinite(value):
+        raise ValueError(f"{_group_prefix(g, n)}lr must be a finite number >= 0, got {value!r}"
+                         + ("" if factor == 1.0 else f" (lr {lr!r} x lr_factor {factor!r})"))
+    return value
+
+
+cdef int _read_adam_groups(list groups, list group_state, Py_ssize_t k, bint decoupled,
+                           object layout, fo_adam_group *out) except -1:
+    cdef Py_ssize_t g, n = len(groups)
+    cdef dict group
+    cdef double beta1, beta2, eps
     for g in range(n):
-        lr, beta1, beta2, eps, weight_decay, step, decoupled, amsgrad, maximize, grad_scale = hypers[g]
-        if not (lr >= 0.0) or not isfinite(lr):
-            raise ValueError(f"{_group_prefix(g, n)}lr must be a finite number >= 0, got {lr!r}")
+        group = <dict>groups[g]
+        out[g].lr = _group_lr(group, k, g, n)
+        betas = group["betas"]
+        if len(betas) != 2:
+            raise ValueError(f"{_group_prefix(g, n)}betas must be a pair (beta1, beta2), got {betas!r}")
+        beta1, beta2 = betas
         if not (0.0 <= beta1 < 1.0):
             raise ValueError(f"{_group_prefix(g, n)}betas[0] must be in [0, 1), got {beta1!r}")
         if not (0.0 <= beta2 < 1.0):
             raise ValueError(f"{_group_prefix(g, n)}betas[1] must be in [0, 1), got {beta2!r}")
+        eps = group["eps"]
         if not (eps > 0.0) or not isfinite(eps):
             raise ValueError(f"{_group_prefix(g, n)}eps must be a finite number > 0, got {eps!r}")
-        if not (weight_decay >= 0.0) or not isfinite(weight_decay):
-            raise ValueError(f"{_group_prefix(g, n)}weight_decay must be a finite number >= 0, "
-                             f"got {weight_decay!r}")
-        if not (grad_scale > 0.0) or not isfinite(grad_scale):
-            raise ValueError(f"{_group_prefix(g, n)}grad_scale must be a finite number > 0, "
-                             f"got {grad_scale!r}")
-        if not isinstance(step, (int, np.integer)) or step < 1:
-            raise ValueError(f"{_group_prefix(g, n)}step must be an int >= 1, got {step!r}")
-        out[g].lr = lr
         out[g].beta1 = beta1
         out[g].beta2 = beta2
         out[g].eps = eps
-        out[g].weight_decay = weight_decay
-        out[g].grad_scale = grad_scale
-        out[g].step = step
-        out[g].decoupled = bool(decoupled)
-        out[g].amsgrad = bool(amsgrad)
-        out[g].maximize = bool(maximize)
+        out[g].weight_decay = group["weight_decay"]
+        _check_rate(out[g].weight_decay, "weight_decay", g, n)
+        out[g].grad_scale = group.get("grad_scale", 1.0)
+        if not (out[g].grad_scale > 0.0) or not isfinite(out[g].grad_scale):
+            raise ValueError(f"{_group_prefix(g, n)}grad_scale must be a finite number > 0, "
+                             f"got {out[g].grad_scale!r}")
+        steps_done = (<dict>group_state[g])["step"]
+        if not isinstance(steps_done, (int, np.integer)) or steps_done < 0:
+            raise ValueError(f"{_group_prefix(g, n)}step must be an int >= 1, got {steps_done + 1!r}")
+        out[g].step = steps_done + 1
+        out[g].decoupled = decoupled
+        out[g].amsgrad = bool(group["amsgrad"])
+        out[g].maximize = bool(group["maximize"])
+        if layout is not None and out[g].amsgrad != layout[g]:
+            raise LayoutChanged()
     return 0
 
 
-cdef int _fill_sgd_groups(list hypers, fo_sgd_group *out) except -1:
-    """hypers[g] = (lr, momentum, dampening, weight_decay, nesterov, maximize, lr_in_velocity,
-    first_step, grad_scale)"""
-    cdef Py_ssize_t g, n = len(hypers)
-    cdef double lr, momentum, dampening, weight_decay, grad_scale
+cdef int _read_sgd_groups(list groups, list group_state, Py_ssize_t k, object layout,
+                          fo_sgd_group *out) except -1:
+    cdef Py_ssize_t g, n = len(groups)
+    cdef dict group
     for g in range(n):
-        (lr, momentum, dampening, weight_decay, nesterov, maximize, lr_in_velocity, first_step,
-         grad_scale) = hypers[g]
-        if not (lr >= 0.0) or not isfinite(lr):
-            raise ValueError(f"{_group_prefix(g, n)}lr must be a finite number >= 0, got {lr!r}")
-        if not (momentum >= 0.0) or not isfinite(momentum):
-            raise ValueError(f"{_group_prefix(g, n)}momentum must be a finite number >= 0, "
-                             f"got {momentum!r}")
-        if not (0.0 <= dampening <= 1.0):
-            raise ValueError(f"{_group_prefix(g, n)}dampening must be in [0, 1], got {dampening!r}")
-        if not (weight_decay >= 0.0) or not isfinite(weight_decay):
-            raise ValueError(f"{_group_prefix(g, n)}weight_decay must be a finite number >= 0, "
-                             f"got {weight_decay!r}")
-        if nesterov and (momentum <= 0.0 or dampening != 0.0):
+        group = <dict>groups[g]
+        out[g].lr = _group_lr(group, k, g, n)
+        out[g].momentum = group["momentum"]
+        _check_rate(out[g].momentum, "momentum", g, n)
+        out[g].dampening = group["dampening"]
+        if not (0.0 <= out[g].dampening <= 1.0):
+            raise ValueError(f"{_group_prefix(g, n)}dampening must be in [0, 1], "
+                             f"got {out[g].dampening!r}")
+        out[g].weight_decay = group["weight_decay"]
+        _check_rate(out[g].weight_decay, "weight_decay", g, n)
+        out[g].nesterov = bool(group["nesterov"])
+        if out[g].nesterov and (out[g].momentum <= 0.0 or out[g].dampening != 0.0):
             raise ValueError(f"{_group_prefix(g, n)}nesterov requires momentum > 0 and "
-                             f"dampening = 0, got momentum={momentum!r}, dampening={dampening!r}")
-        if not (grad_scale > 0.0) or not isfinite(grad_scale):
+                             f"dampening = 0, got momentum={out[g].momentum!r}, "
+                             f"dampening={out[g].dampening!r}")
+        out[g].grad_scale = group.get("grad_scale", 1.0)
+        if not (out[g].grad_scale > 0.0) or not isfinite(out[g].grad_scale):
             raise ValueError(f"{_group_prefix(g, n)}grad_scale must be a finite number > 0, "
-                             f"got {grad_scale!r}")
-        out[g].lr = lr
-        out[g].momentum = momentum
-        out[g].dampening = dampening
-        out[g].weight_decay = weight_decay
-        out[g].grad_scale = grad_scale
-        out[g].nesterov = bool(nesterov)
-        out[g].maximize = bool(maximize)
-        out[g].lr_in_velocity = bool(lr_in_velocity)
-        out[g].first_step = bool(first_step)
+                             f"got {out[g].grad_scale!r}")
+        out[g].maximize = bool(group["maximize"])
+        out[g].lr_in_velocity = bool(group["lr_in_velocity"])
+        out[g].first_step = not (<dict>group_state[g])["momentum_started"]
+        if layout is not None and (out[g].momentum != 0.0) != layout[g]:
+            raise LayoutChanged()
     return 0
 
 
@@ -491,69 +529,85 @@ cdef object _as_sequence(object grads, Py_ssize_t expected):
     return seq
 
 
-cdef enum:
-    ALG_ADAM = 0
-    ALG_SGD = 1
-
-ADAM = ALG_ADAM
-SGD = ALG_SGD
-
-
-def validate(int algorithm, list hypers):
-    """Check hyperparameter tuples as `step` would, touching no buffer."""
+cdef void *_read_groups(int algorithm, list groups, list group_state, Py_ssize_t k,
+                        bint decoupled, object layout) except NULL:
+    """Validated C hyperparameters of every group (free() them)."""
     cdef size_t group_size = sizeof(fo_adam_group) if algorithm == ALG_ADAM else sizeof(fo_sgd_group)
-    cdef void *groups = malloc(max(len(hypers), 1) * group_size)
-    if groups == NULL:
+    cdef void *out = malloc(max(len(groups), 1) * group_size)
+    if out == NULL:
         raise MemoryError()
     try:
         if algorithm == ALG_ADAM:
-            _fill_adam_groups(hypers, <fo_adam_group *>groups)
+            _read_adam_groups(groups, group_state, k, decoupled, layout, <fo_adam_group *>out)
         else:
-            _fill_sgd_groups(hypers, <fo_sgd_group *>groups)
-    finally:
-        free(groups)
+            _read_sgd_groups(groups, group_state, k, layout, <fo_sgd_group *>out)
+    except BaseException:
+        free(out)
+        raise
+    return out
 
 
-def step(int algorithm, tuple lists, object grads, Py_ssize_t n_params, list hypers):
+def validate(int algorithm, list groups, list group_state, Py_ssize_t k, bint decoupled=False):
+    """Check the groups' hyperparameters at step k as `step` would, touching no buffer."""
+    free(_read_groups(algorithm, groups, group_state, k, decoupled, None))
+
+
+def step(int algorithm, tuple lists, object grads, Py_ssize_t n_params, list groups,
+         list group_state, Py_ssize_t k, bint decoupled=False, object layout=None):
     """One step of `algorithm` (ADAM or SGD) over `lists` (TensorLists, one per dtype).
 
-    Everything (gradients of all lists, hyperparameters of all groups) is
-    validated before the first kernel runs, so a failing step changes nothing.
+    groups are param-group dicts (hyperparameters), group_state[g] holds the
+    group's "step" (steps done) and "momentum_started"; k is the optimizer's
+    step count (for schedules).  Everything (hyperparameters of all groups,
+    gradients of all lists) is validated before the first kernel runs, so a
+    failing step changes nothing.  After the kernels, each group's "step" is
+    incremented (and "momentum_started" set where SGD used momentum).  Raises LayoutChanged if a group's options
+    need state buffers that `layout` (the lists' layout) lacks.
     """
-    cdef Py_ssize_t n_groups = len(hypers), k, n_lists = len(lists)
+    cdef Py_ssize_t n_groups = len(groups), i, n_lists = len(lists)
     cdef TensorList tl
     cdef int n_threads = fo_get_num_threads()
-    cdef size_t group_size = sizeof(fo_adam_group) if algorithm == ALG_ADAM else sizeof(fo_sgd_group)
-    cdef void *groups
     seq = _as_sequence(grads, n_params)
-    groups = malloc(max(n_groups, 1) * group_size)
-    if groups == NULL:
-        raise MemoryError()
+    cdef void *hypers = _read_groups(algorithm, groups, group_state, k, decoupled, layout)
     try:
-        if algorithm == ALG_ADAM:
-            _fill_adam_groups(hypers, <fo_adam_group *>groups)
-        else:
-            _fill_sgd_groups(hypers, <fo_sgd_group *>groups)
-        for k in range(n_lists):
-            (<TensorList>lists[k]).check_grads(seq)
-        for k in range(n_lists):
-            tl = <TensorList>lists[k]
+        for i in range(n_lists):
+            (<TensorList>lists[i]).check_grads(seq)
+        for i in range(n_lists):
+            tl = <TensorList>lists[i]
             with nogil:
                 if algorithm == ALG_ADAM:
                     if tl.typenum == cnp.NPY_FLOAT32:
-                        fo_adam_f32(&tl.c, <fo_adam_group *>groups, n_groups, n_threads)
+                        fo_adam_f32(&tl.c, <fo_adam_group *>hypers, n_groups, n_threads)
                     else:
-                        fo_adam_f64(&tl.c, <fo_adam_group *>groups, n_groups, n_threads)
+                        fo_adam_f64(&tl.c, <fo_adam_group *>hypers, n_groups, n_threads)
                 else:
                     if tl.typenum == cnp.NPY_FLOAT32:
-                        fo_sgd_f32(&tl.c, <fo_sgd_group *>groups, n_threads)
+                        fo_sgd_f32(&tl.c, <fo_sgd_group *>hypers, n_threads)
                     else:
-                        fo_sgd_f64(&tl.c, <fo_sgd_group *>groups, n_threads)
+                        fo_sgd_f64(&tl.c, <fo_sgd_group *>hypers, n_threads)
     finally:
-        free(groups)
+        free(hypers)
+    for i in range(n_groups):
+        state = <dict>group_state[i]
+        state["step"] += 1
+        if algorithm == ALG_SGD and (<dict>groups[i])["momentum"] != 0:
+            state["momentum_started"] = True
 
 
-def same_objects(list a, list b):
+def plan_is_current(list param_groups, list plan_lists, list plan_copies):
+    """True if every group still holds the same params list object with the same
+    arrays in it as when the TensorLists were built (identity checks, C speed)."""
+    cdef Py_ssize_t g, n = len(param_groups)
+    if len(plan_lists) != n:
+        return False
+    for g in range(n):
+        params = (<dict>param_groups[g])["params"]
+        if params is not plan_lists[g] or not same_objects(<list>params, <list>plan_copies[g]):
+            return False
+    return True
+
+
+cpdef bint same_objects(list a, list b):
     """True if `a` and `b` hold the same objects in the same order (identity, C speed)."""
     cdef Py_ssize_t i, n = len(a)
     if len(b) != n:

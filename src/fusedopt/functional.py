@@ -106,9 +106,11 @@ def adam_(param, grad, exp_avg, exp_avg_sq, *, step, lr, beta1, beta2, eps, weig
     states = [_as_list(exp_avg, "exp_avg", n), _as_list(exp_avg_sq, "exp_avg_sq", n),
               _as_list(amsgrad_max, "amsgrad_max", n) or [None] * n]
     lists = tensor_lists(params, [0] * n, states, ("exp_avg", "exp_avg_sq", "amsgrad_max"))
-    _core.step(_core.ADAM, lists, grads, n,
-               [(lr, beta1, beta2, eps, weight_decay, step, decoupled, amsgrad_max is not None,
-                 maximize, grad_scale)])
+    group = dict(lr=lr, betas=(beta1, beta2), eps=eps, weight_decay=weight_decay,
+                 amsgrad=amsgrad_max is not None, maximize=maximize, grad_scale=grad_scale)
+    if not isinstance(step, (int, np.integer)) or isinstance(step, bool) or step < 1:
+        raise ValueError(f"step must be an int >= 1, got {step!r}")
+    _core.step(_core.ADAM, lists, grads, n, [group], [{"step": step - 1}], 0, decoupled)
 
 
 def sgd_(param, grad, momentum_buffer=None, *, lr, momentum=0.0, dampening=0.0, nesterov=False,
@@ -149,6 +151,7 @@ def sgd_(param, grad, momentum_buffer=None, *, lr, momentum=0.0, dampening=0.0, 
     if momentum != 0 and buffers is None:
         raise ValueError("momentum_buffer is required when momentum != 0")
     lists = tensor_lists(params, [0] * n, [buffers or [None] * n], SGD_STATE_NAMES)
-    _core.step(_core.SGD, lists, grads, n,
-               [(lr, momentum, dampening, weight_decay, nesterov, maximize, lr_in_velocity,
-                 first_step, grad_scale)])
+    group = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
+                 nesterov=nesterov, maximize=maximize, lr_in_velocity=lr_in_velocity,
+                 grad_scale=grad_scale)
+    _core.step(_core.SGD, lists, grads, n, [group], [{"step": 0, "momentum_started": not first_step}], 0)

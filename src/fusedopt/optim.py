@@ -61,6 +61,7 @@ class Optimizer:
 
     _algorithm = None
     _state_names = ()
+    _decoupled = False
 
     def __init__(self, params, defaults):
         self.defaults = dict(defaults)
@@ -100,8 +101,8 @@ class Optimizer:
         self._group_state.append({"step": 0, "momentum_started": False})
         try:
             # validate hyperparameters now, so a bad value fails at construction
-            g = len(self.param_groups) - 1
-            _core.validate(self._algorithm, [self._group_hypers(group, g, self.step_count)])
+            _core.validate(self._algorithm, [group], [self._group_state[-1]], self.step_count,
+                           self._decoupled)
             self._build_plan()  # checks every array; rejects parameters that share memory
         except Exception:
             self.param_groups.pop()
@@ -114,10 +115,6 @@ class Optimizer:
 
     def _all_params(self):
         return [p for group in self.param_groups for p in group["params"]]
-
-    def _group_hypers(self, group, group_index, k):
-        """The tuple the kernel binding takes for one group at step k."""
-        raise NotImplementedError
 
     def _state_layout(self):
         """Which state buffers each group needs now (changes trigger a rebuild)."""
@@ -148,15 +145,6 @@ class Optimizer:
         self._plan_layout = self._state_layout()
         self._n_params = len(params)
 
-    def _plan_is_current(self):
-        groups = self.param_groups
-        if len(groups) != len(self._plan_params) or self._state_layout() != self._plan_layout:
-            return False
-        for group, plan_list, plan_copy in zip(groups, self._plan_params, self._plan_param_copies):
-            if group["params"] is not plan_list or not _core.same_objects(plan_list, plan_copy):
-                return False
-        return True
-
     # -- stepping -------------------------------------------------------------
 
     def step(self, grads):
@@ -170,19 +158,21 @@ class Optimizer:
             raise RuntimeError("this optimizer is already stepping in another thread; "
                                "step one optimizer from one thread at a time")
         try:
-            if not self._plan_is_current():
+            if not _core.plan_is_current(self.param_groups, self._plan_params,
+                                         self._plan_param_copies):
                 self._build_plan()
-            k = self.step_count
-            hypers = [self._group_hypers(group, g, k) for g, group in enumerate(self.param_groups)]
-            _core.step(self._algorithm, self._lists, grads, self._n_params, hypers)
-            self.step_count = k + 1
-            for g, group in enumerate(self.param_groups):
-                state = self._group_state[g]
-                state["step"] += 1
-                if group.get("momentum", 0) != 0:
-                    state["momentum_started"] = True
+            try:
+                self._run_kernels(grads)
+            except _core.LayoutChanged:  # e.g. amsgrad or momentum switched on: new buffers
+                self._build_plan()
+                self._run_kernels(grads)
+            self.step_count += 1
         finally:
             self._stepping.release()
+
+    def _run_kernels(self, grads):
+        _core.step(self._algorithm, self._lists, grads, self._n_params, self.param_groups,
+                   self._group_state, self.step_count, self._decoupled, self._plan_layout)
 
     def current_lrs(self):
         """The learning rate each group will use at the next step (schedule x plateau factor)."""
@@ -296,8 +286,10 @@ class Optimizer:
                     continue
                 new[name] = copy.deepcopy(value)
             restored.append(new)
-        _core.validate(self._algorithm, [self._group_hypers(group, g, int(state_dict["step_count"]))
-                                          for g, group in enumerate(restored)])
+        restored_state = [{"step": steps[g] if steps[g] is not None else int(state_dict["step_count"]),
+                           "momentum_started": started[g]} for g in range(len(restored))]
+        _core.validate(self._algorithm, restored, restored_state, int(state_dict["step_count"]),
+                       self._decoupled)
 
         # commit
         for group, new in zip(self.param_groups, restored):
@@ -316,9 +308,8 @@ class Optimizer:
                     np.copyto(buffers[name], entry[name], casting="no")
                 elif name in buffers:
                     buffers[name].fill(0)  # not saved: as fresh
-        for g, state in enumerate(self._group_state):
-            state["step"] = steps[g] if steps[g] is not None else int(state_dict["step_count"])
-            state["momentum_started"] = started[g]
+        for state, new_state in zip(self._group_state, restored_state):
+            state.update(new_state)
         self.step_count = int(state_dict["step_count"])
         plateau_state = state_dict.get("plateau")
         if plateau_state is not None:
@@ -388,14 +379,6 @@ class Adam(Optimizer):
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       amsgrad=amsgrad, maximize=maximize))
 
-    def _group_hypers(self, group, group_index, k):
-        betas = group["betas"]
-        if len(betas) != 2:
-            raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
-        return (_lr_value(group["lr"], k) * group["lr_factor"], betas[0], betas[1], group["eps"],
-                group["weight_decay"], self._group_state[group_index]["step"] + 1, self._decoupled,
-                group["amsgrad"], group["maximize"], 1.0)
-
     def _state_layout(self):
         return tuple(bool(group["amsgrad"]) for group in self.param_groups)
 
@@ -457,12 +440,6 @@ class SGD(Optimizer):
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
                                       nesterov=nesterov, weight_decay=weight_decay,
                                       maximize=maximize, lr_in_velocity=lr_in_velocity))
-
-    def _group_hypers(self, group, group_index, k):
-        started = self._group_state[group_index]["momentum_started"]
-        return (_lr_value(group["lr"], k) * group["lr_factor"], group["momentum"],
-                group["dampening"], group["weight_decay"], group["nesterov"], group["maximize"],
-                group["lr_in_velocity"], not started, 1.0)
 
     def _state_layout(self):
         return tuple(group["momentum"] != 0 for group in self.param_groups)

@@ -178,6 +178,83 @@ static void run_parallel(const fo_tensor_list *t, fo_range_fn fn, const void *gr
 }
 
 /* ------------------------------------------------------------------------- */
+/* Gradient statistics: a deterministic blocked reduction                     */
+/* ------------------------------------------------------------------------- */
+
+/* At most this many blocks: the partial sums live on the stack (32 KiB), so a
+ * step allocates nothing that grows with the model. */
+#define FO_MAX_BLOCKS 2048
+#define FO_MIN_BLOCK 4096
+
+/* Pairwise sum of x[0..n): error O(log n * eps) and a fixed order. */
+static double pairwise_sum(const double *x, int64_t n)
+{
+    if (n <= 8) {
+        double s = 0.0;
+        int64_t k;
+        for (k = 0; k < n; k++) s += x[k];
+        return s;
+    }
+    return pairwise_sum(x, n / 2) + pairwise_sum(x + n / 2, n - n / 2);
+}
+
+/* Sum of squares of elements [begin, end) of the concatenated gradients, and a
+ * probe that is NaN if any of them is NaN or Inf. */
+static void block_stats(const fo_tensor_list *t, fo_stats_fn fn, size_t itemsize, int64_t begin,
+                        int64_t end, double *sum_sq, double *probe)
+{
+    double acc[FO_STAT_LANES] = {0}, probes[FO_STAT_LANES] = {0};
+    int64_t i;
+    for (i = tensor_at(t, begin); i < t->n_tensors && t->offset[i] < end; i++) {
+        int64_t lo = begin > t->offset[i] ? begin - t->offset[i] : 0;
+        int64_t hi = (end < t->offset[i + 1] ? end : t->offset[i + 1]) - t->offset[i];
+        if (hi > lo) fn((const char *)t->grad[i] + lo * itemsize, hi - lo, acc, probes);
+    }
+    *sum_sq = pairwise_sum(acc, FO_STAT_LANES);
+    *probe = pairwise_sum(probes, FO_STAT_LANES);
+}
+
+static void grad_stats(const fo_tensor_list *t, fo_stats_fn fn, size_t itemsize, int n_threads,
+                       fo_grad_stats *out)
+{
+    const int64_t total = t->offset[t->n_tensors];
+    int64_t block = FO_MIN_BLOCK, n_blocks, b;
+    double partial[FO_MAX_BLOCKS], probe[FO_MAX_BLOCKS], probe_sum;
+    int parallel = 0;
+    out->sum_sq = 0.0;
+    out->non_finite = 0;
+    if (total == 0) return;
+    /* the block size depends on the total only, never on the thread count */
+    if ((total + block - 1) / block > FO_MAX_BLOCKS) block = (total + FO_MAX_BLOCKS - 1) / FO_MAX_BLOCKS;
+    block = (block + FO_CHUNK_ALIGN - 1) / FO_CHUNK_ALIGN * FO_CHUNK_ALIGN;
+    n_blocks = (total + block - 1) / block;
+#ifdef _OPENMP
+    parallel = n_threads > 1 && total >= parallel_min_elements;
+#pragma omp parallel for schedule(static) num_threads(n_threads) if (parallel)
+#else
+    (void)n_threads;
+    (void)parallel;
+#endif
+    for (b = 0; b < n_blocks; b++) {
+        const int64_t end = (b + 1) * block < total ? (b + 1) * block : total;
+        block_stats(t, fn, itemsize, b * block, end, &partial[b], &probe[b]);
+    }
+    out->sum_sq = pairwise_sum(partial, n_blocks);
+    probe_sum = pairwise_sum(probe, n_blocks);
+    out->non_finite = probe_sum != probe_sum;
+}
+
+void fo_grad_stats_f32(const fo_tensor_list *t, int n_threads, fo_grad_stats *out)
+{
+    grad_stats(t, kernels()->grad_stats_f32, sizeof(float), n_threads, out);
+}
+
+void fo_grad_stats_f64(const fo_tensor_list *t, int n_threads, fo_grad_stats *out)
+{
+    grad_stats(t, kernels()->grad_stats_f64, sizeof(double), n_threads, out);
+}
+
+/* ------------------------------------------------------------------------- */
 /* Entry points                                                               */
 /* ------------------------------------------------------------------------- */
 

@@ -34,7 +34,7 @@ typedef struct {
  * The caller fills the first block; the kernel derives the rest once per call. */
 typedef struct {
     double lr, beta1, beta2, eps, weight_decay;
-    double grad_scale;          /* gradients are multiplied by this first */
+    double grad_multiplier;     /* gradients are multiplied by this first (1/loss scale x clip) */
     int64_t step;               /* t >= 1, after this step's increment */
     int decoupled;              /* AdamW: p *= 1 - lr*wd instead of g += wd*p */
     int amsgrad;
@@ -47,7 +47,7 @@ typedef struct {
 /* SGD hyperparameters of one parameter group for one step. */
 typedef struct {
     double lr, momentum, dampening, weight_decay;
-    double grad_scale;
+    double grad_multiplier;
     int nesterov;
     int maximize;
     int lr_in_velocity;         /* v = mu*v + lr*g; p -= v (instead of PyTorch's form) */
@@ -62,6 +62,17 @@ void fo_adam_f32(const fo_tensor_list *tensors, fo_adam_group *groups, int64_t n
 void fo_adam_f64(const fo_tensor_list *tensors, fo_adam_group *groups, int64_t n_groups, int n_threads);
 void fo_sgd_f32(const fo_tensor_list *tensors, const fo_sgd_group *groups, int n_threads);
 void fo_sgd_f64(const fo_tensor_list *tensors, const fo_sgd_group *groups, int n_threads);
+
+/* Sum of squares of all gradients of the list, in double, by a blocked reduction
+ * whose order depends only on the tensor sizes (same bits for any thread count or
+ * ISA), and whether any gradient element is NaN or +-Inf.  Reads the gradients once. */
+typedef struct {
+    double sum_sq;
+    int non_finite;
+} fo_grad_stats;
+
+void fo_grad_stats_f32(const fo_tensor_list *tensors, int n_threads, fo_grad_stats *out);
+void fo_grad_stats_f64(const fo_tensor_list *tensors, int n_threads, fo_grad_stats *out);
 
 /* Below this many elements in a call, the kernels stay on the calling thread:
  * waking the thread team costs more than the update (measured with bench/run.py). */

@@ -37,9 +37,14 @@ enum { FO_SGD_PLAIN, FO_SGD_TORCH_FIRST, FO_SGD_TORCH, FO_SGD_VELOCITY };
 typedef void (*fo_range_fn)(const fo_tensor_list *tensors, int64_t i, int64_t begin, int64_t end,
                             const void *groups);
 
+/* Accumulate squares and the finiteness probe of n gradient elements into lanes. */
+#define FO_STAT_LANES 8
+typedef void (*fo_stats_fn)(const void *data, int64_t n, double *acc, double *probe);
+
 typedef struct {
     const char *name;
     fo_range_fn adam_f32, adam_f64, sgd_f32, sgd_f64;
+    fo_stats_fn grad_stats_f32, grad_stats_f64;
 } fo_isa_kernels;
 
 extern const fo_isa_kernels fo_kernels_baseline;

@@ -37,4 +37,6 @@ const fo_isa_kernels FO_TABLE_NAME(FO_ISA) = {
     FO_EXPAND3(adam_range, f64, FO_ISA),
     FO_EXPAND3(sgd_range, f32, FO_ISA),
     FO_EXPAND3(sgd_range, f64, FO_ISA),
+    FO_EXPAND3(grad_stats_range, f32, FO_ISA),
+    FO_EXPAND3(grad_stats_range, f64, FO_ISA),
 };

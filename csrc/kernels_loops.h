@@ -18,7 +18,7 @@ FO_ALWAYS_INLINE void FO_NAME(adam_loop)(
     FO_T *FO_RESTRICT vmax, int64_t n, const fo_adam_group *h,
     const int l2_decay, const int decoupled_decay, const int amsgrad)
 {
-    const FO_T grad_scale = (FO_T)(h->maximize ? -h->grad_scale : h->grad_scale);
+    const FO_T grad_multiplier = (FO_T)(h->maximize ? -h->grad_multiplier : h->grad_multiplier);
     const FO_T beta1 = (FO_T)h->beta1, one_minus_beta1 = (FO_T)(1.0 - h->beta1);
     const FO_T beta2 = (FO_T)h->beta2, one_minus_beta2 = (FO_T)(1.0 - h->beta2);
     const FO_T weight_decay = (FO_T)h->weight_decay;
@@ -29,7 +29,7 @@ FO_ALWAYS_INLINE void FO_NAME(adam_loop)(
     int64_t k;
     FO_PRAGMA_SIMD
     for (k = 0; k < n; k++) {
-        FO_T grad = g[k] * grad_scale;
+        FO_T grad = g[k] * grad_multiplier;
         FO_T param = p[k];
         FO_T exp_avg, exp_avg_sq, denom;
         if (decoupled_decay) param = param * param_decay;
@@ -80,7 +80,7 @@ FO_ALWAYS_INLINE void FO_NAME(sgd_loop)(
     FO_T *FO_RESTRICT p, const FO_T *FO_RESTRICT g, FO_T *FO_RESTRICT buf, int64_t n,
     const fo_sgd_group *h, const int l2_decay, const int form, const int nesterov)
 {
-    const FO_T grad_scale = (FO_T)(h->maximize ? -h->grad_scale : h->grad_scale);
+    const FO_T grad_multiplier = (FO_T)(h->maximize ? -h->grad_multiplier : h->grad_multiplier);
     const FO_T weight_decay = (FO_T)h->weight_decay;
     const FO_T lr = (FO_T)h->lr;
     const FO_T momentum = (FO_T)h->momentum;
@@ -89,7 +89,7 @@ FO_ALWAYS_INLINE void FO_NAME(sgd_loop)(
     int64_t k;
     FO_PRAGMA_SIMD
     for (k = 0; k < n; k++) {
-        FO_T grad = g[k] * grad_scale;
+        FO_T grad = g[k] * grad_multiplier;
         FO_T param = p[k];
         FO_T b;
         if (l2_decay) grad = grad + weight_decay * param;
@@ -137,3 +137,27 @@ static void FO_NAME(sgd_range)(const fo_tensor_list *t, int64_t i, int64_t begin
     }
 }
 #undef FO_SGD_SPECIALISE
+
+/* acc[j] += x*x and probe[j] += x*0 over lanes j = k mod FO_STAT_LANES, in double.
+ * probe stays +-0 while every x is finite and becomes NaN at the first NaN or Inf,
+ * so finiteness costs no branch.  Lane order is fixed: the result depends only on
+ * the data, not on the ISA or on how blocks are shared among threads. */
+static void FO_NAME(grad_stats_range)(const void *data, int64_t n, double *FO_RESTRICT acc,
+                                      double *FO_RESTRICT probe)
+{
+    const FO_T *x = (const FO_T *)data;
+    int64_t k = 0;
+    int j;
+    for (; k + FO_STAT_LANES <= n; k += FO_STAT_LANES) {
+        for (j = 0; j < FO_STAT_LANES; j++) {
+            const double value = (double)x[k + j];
+            acc[j] += value * value;
+            probe[j] += value * 0.0;
+        }
+    }
+    for (j = 0; k + j < n; j++) {
+        const double value = (double)x[k + j];
+        acc[j] += value * value;
+        probe[j] += value * 0.0;
+    }
+}

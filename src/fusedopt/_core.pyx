@@ -8,7 +8,7 @@ into C with the GIL released.
 """
 from libc.stdint cimport int32_t, int64_t, uintptr_t
 from libc.stdlib cimport free, malloc, qsort
-from libc.math cimport isfinite
+from libc.math cimport isfinite, sqrt
 from cpython.ref cimport PyObject
 
 cimport numpy as cnp
@@ -29,18 +29,23 @@ cdef extern from "fusedopt.h" nogil:
         const int32_t *group
 
     ctypedef struct fo_adam_group:
-        double lr, beta1, beta2, eps, weight_decay, grad_scale
+        double lr, beta1, beta2, eps, weight_decay, grad_multiplier
         int64_t step
         int decoupled, amsgrad, maximize
 
     ctypedef struct fo_sgd_group:
-        double lr, momentum, dampening, weight_decay, grad_scale
+        double lr, momentum, dampening, weight_decay, grad_multiplier
         int nesterov, maximize, lr_in_velocity, first_step
 
     void fo_adam_f32(const fo_tensor_list *t, fo_adam_group *groups, int64_t n_groups, int n_threads)
     void fo_adam_f64(const fo_tensor_list *t, fo_adam_group *groups, int64_t n_groups, int n_threads)
     void fo_sgd_f32(const fo_tensor_list *t, const fo_sgd_group *groups, int n_threads)
     void fo_sgd_f64(const fo_tensor_list *t, const fo_sgd_group *groups, int n_threads)
+    ctypedef struct fo_grad_stats:
+        double sum_sq
+        int non_finite
+    void fo_grad_stats_f32(const fo_tensor_list *t, int n_threads, fo_grad_stats *out)
+    void fo_grad_stats_f64(const fo_tensor_list *t, int n_threads, fo_grad_stats *out)
     int64_t fo_parallel_min_elements()
     void fo_set_parallel_min_elements(int64_t n)
     void fo_set_num_threads(int n)
@@ -247,7 +252,8 @@ cdef class TensorList:
         free(self._groups)
         free(self._intervals)
 
-    def __init__(self, list params, list positions, list groups, list states, list state_names):
+    def __init__(self, list params, list positions, list groups, list states, list state_names,
+                 bint writeable=True):
         cdef Py_ssize_t n = len(params), i, k, n_state = len(states)
         cdef cnp.ndarray p, s
         if n_state > FO_MAX_STATE:
@@ -258,7 +264,7 @@ cdef class TensorList:
         self._state_names = list(state_names)
         self.typenum = -1
         for i in range(n):
-            check_array(params[i], f"params[{positions[i]}]", True)
+            check_array(params[i], f"params[{positions[i]}]", writeable)
             p = <cnp.ndarray>params[i]
             if self.typenum == -1:
                 self.typenum = cnp.PyArray_TYPE(p)
@@ -392,6 +398,21 @@ cdef class TensorList:
             self._grad_ptrs[i] = cnp.PyArray_DATA(g)
         return 0
 
+    cdef fo_grad_stats grad_stats(self, int n_threads) noexcept nogil:
+        """Statistics of the gradients recorded by check_grads."""
+        cdef fo_grad_stats stats
+        if self.typenum == cnp.NPY_FLOAT32:
+            fo_grad_stats_f32(&self.c, n_threads, &stats)
+        else:
+            fo_grad_stats_f64(&self.c, n_threads, &stats)
+        return stats
+
+    cdef void read_own_arrays(self):
+        """Point the gradient slots at the list's own arrays (for their norm)."""
+        cdef Py_ssize_t i
+        for i in range(self.n_tensors):
+            self._grad_ptrs[i] = self._param_ptrs[i]
+
     def total_size(self):
         return self._offsets[self.n_tensors]
 
@@ -462,10 +483,6 @@ cdef int _read_adam_groups(list groups, list group_state, Py_ssize_t k, bint dec
         out[g].eps = eps
         out[g].weight_decay = group["weight_decay"]
         _check_rate(out[g].weight_decay, "weight_decay", g, n)
-        out[g].grad_scale = group.get("grad_scale", 1.0)
-        if not (out[g].grad_scale > 0.0) or not isfinite(out[g].grad_scale):
-            raise ValueError(f"{_group_prefix(g, n)}grad_scale must be a finite number > 0, "
-                             f"got {out[g].grad_scale!r}")
         steps_done = (<dict>group_state[g])["step"]
         if not isinstance(steps_done, (int, np.integer)) or steps_done < 0:
             raise ValueError(f"{_group_prefix(g, n)}step must be an int >= 1, got {steps_done + 1!r}")
@@ -498,10 +515,6 @@ cdef int _read_sgd_groups(list groups, list group_state, Py_ssize_t k, object la
             raise ValueError(f"{_group_prefix(g, n)}nesterov requires momentum > 0 and "
                              f"dampening = 0, got momentum={out[g].momentum!r}, "
                              f"dampening={out[g].dampening!r}")
-        out[g].grad_scale = group.get("grad_scale", 1.0)
-        if not (out[g].grad_scale > 0.0) or not isfinite(out[g].grad_scale):
-            raise ValueError(f"{_group_prefix(g, n)}grad_scale must be a finite number > 0, "
-                             f"got {out[g].grad_scale!r}")
         out[g].maximize = bool(group["maximize"])
         out[g].lr_in_velocity = bool(group["lr_in_velocity"])
         out[g].first_step = not (<dict>group_state[g])["momentum_started"]
@@ -552,26 +565,98 @@ def validate(int algorithm, list groups, list group_state, Py_ssize_t k, bint de
     free(_read_groups(algorithm, groups, group_state, k, decoupled, None))
 
 
+cdef double _scaled_norm(object seq):
+    """Norm of arrays whose squares overflow a double: NumPy, scaled by the largest |x|."""
+    largest = max((float(np.max(np.abs(a))) for a in seq if a.size), default=0.0)
+    if largest == 0.0:
+        return 0.0
+    return largest * float(np.sqrt(sum(np.sum(np.square(a / largest)) for a in seq)))
+
+
+cdef double _norm_of(tuple lists, object seq, int n_threads, bint *non_finite) except? -1.0:
+    """Global L2 norm of the gradients recorded by check_grads, in a fixed order
+    (float32 list first), the same bits for any thread count."""
+    cdef double sum_sq = 0.0
+    cdef fo_grad_stats stats
+    cdef TensorList tl
+    non_finite[0] = False
+    for tl in lists:
+        with nogil:
+            stats = tl.grad_stats(n_threads)
+        sum_sq += stats.sum_sq
+        non_finite[0] = non_finite[0] or stats.non_finite
+    if non_finite[0]:
+        return float("nan")
+    if sum_sq == float("inf"):  # finite values whose squares overflow (float64 only)
+        return _scaled_norm(seq)
+    return sqrt(sum_sq)
+
+
+def arrays_norm(tuple lists):
+    """Global L2 norm of the TensorLists' own arrays (NaN if any is non-finite)."""
+    cdef bint non_finite = False
+    cdef TensorList tl
+    arrays = []
+    for tl in lists:
+        tl.read_own_arrays()
+        arrays.extend(tl._params)
+    return _norm_of(lists, arrays, fo_get_num_threads(), &non_finite)
+
+
 def step(int algorithm, tuple lists, object grads, Py_ssize_t n_params, list groups,
-         list group_state, Py_ssize_t k, bint decoupled=False, object layout=None):
+         list group_state, Py_ssize_t k, bint decoupled=False, object layout=None,
+         double grad_scale=1.0, double max_grad_norm=0.0, bint skip_nonfinite=False):
     """One step of `algorithm` (ADAM or SGD) over `lists` (TensorLists, one per dtype).
 
     groups are param-group dicts (hyperparameters), group_state[g] holds the
     group's "step" (steps done) and "momentum_started"; k is the optimizer's
     step count (for schedules).  Everything (hyperparameters of all groups,
     gradients of all lists) is validated before the first kernel runs, so a
-    failing step changes nothing.  After the kernels, each group's "step" is
-    incremented (and "momentum_started" set where SGD used momentum).  Raises LayoutChanged if a group's options
-    need state buffers that `layout` (the lists' layout) lacks.
+    failing step changes nothing.
+
+    Gradients are divided by `grad_scale` (a loss scale) inside the kernels.
+    With `max_grad_norm` > 0 or `skip_nonfinite`, one read pass over the
+    gradients first computes their global norm and finiteness; then either the
+    step is skipped (non-finite gradients and `skip_nonfinite`: nothing is
+    written) or the kernels scale the gradients by
+    ``min(1, max_grad_norm / (norm + 1e-6))`` as they read them.
+
+    After the kernels, each group's "step" is incremented (and
+    "momentum_started" set where SGD used momentum).  Raises LayoutChanged if a
+    group's options need state buffers that `layout` (the lists' layout) lacks.
+
+    Returns
+    -------
+    (applied, grad_norm) : (bool, float or None)
+        grad_norm is the norm of the unscaled gradients (g / grad_scale) before
+        clipping, or None where it was not computed.
     """
     cdef Py_ssize_t n_groups = len(groups), i, n_lists = len(lists)
     cdef TensorList tl
     cdef int n_threads = fo_get_num_threads()
+    cdef double multiplier, norm = 0.0
+    cdef bint non_finite = False, need_norm = max_grad_norm > 0.0 or skip_nonfinite
+    if not (grad_scale > 0.0) or not isfinite(grad_scale):
+        raise ValueError(f"grad_scale must be a finite number > 0, got {grad_scale!r}")
+    if not (max_grad_norm >= 0.0) or not isfinite(max_grad_norm):
+        raise ValueError(f"max_grad_norm must be a finite number > 0 (or None), got {max_grad_norm!r}")
     seq = _as_sequence(grads, n_params)
     cdef void *hypers = _read_groups(algorithm, groups, group_state, k, decoupled, layout)
     try:
         for i in range(n_lists):
             (<TensorList>lists[i]).check_grads(seq)
+        multiplier = 1.0 / grad_scale
+        if need_norm:
+            norm = _norm_of(lists, seq, n_threads, &non_finite) / grad_scale
+            if non_finite and skip_nonfinite:
+                return False, norm
+            if max_grad_norm > 0.0:
+                multiplier *= min(1.0, max_grad_norm / (norm + 1e-6))
+        for i in range(n_groups):
+            if algorithm == ALG_ADAM:
+                (<fo_adam_group *>hypers)[i].grad_multiplier = multiplier
+            else:
+                (<fo_sgd_group *>hypers)[i].grad_multiplier = multiplier
         for i in range(n_lists):
             tl = <TensorList>lists[i]
             with nogil:
@@ -592,6 +677,7 @@ def step(int algorithm, tuple lists, object grads, Py_ssize_t n_params, list gro
         state["step"] += 1
         if algorithm == ALG_SGD and (<dict>groups[i])["momentum"] != 0:
             state["momentum_started"] = True
+    return True, (norm if need_norm else None)
 
 
 def plan_is_current(list param_groups, list plan_lists, list plan_copies):

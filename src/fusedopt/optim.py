@@ -57,14 +57,43 @@ class Optimizer:
         whose keys override the defaults for that group.
     defaults : dict
         Default hyperparameters.
+    skip_nonfinite : bool, default False
+        When any gradient of a step holds NaN or Inf, skip the step: no
+        parameter, state buffer or step count changes, ``step()`` returns False
+        and ``skipped_steps`` counts it.  Off by default because it costs one
+        extra read of the gradients (free when ``max_grad_norm`` is set, which
+        reads them anyway) and because a NaN usually signals a bug that should
+        show; turn it on for long runs and loss-scaled mixed precision.
+    max_grad_norm : float, optional
+        Clip the global L2 norm of all gradients of the step to this, inside the
+        update kernels (the gradients are not rewritten).  The norm of each step
+        is kept in ``last_grad_norm``.
+    grad_scale : float, default 1.0
+        Loss scale: gradients are divided by it inside the kernels (a step may
+        override it: ``step(grads, grad_scale=...)``).
     """
 
     _algorithm = None
     _state_names = ()
     _decoupled = False
 
-    def __init__(self, params, defaults):
+    def __init__(self, params, defaults, *, skip_nonfinite=False, max_grad_norm=None,
+                 grad_scale=1.0):
+        if max_grad_norm is not None and (not max_grad_norm > 0 or not np.isfinite(max_grad_norm)):
+            raise ValueError(f"max_grad_norm must be a finite number > 0 or None, got {max_grad_norm!r}")
+        if not grad_scale > 0 or not np.isfinite(grad_scale):
+            raise ValueError(f"grad_scale must be a finite number > 0, got {grad_scale!r}")
         self.defaults = dict(defaults)
+        #: skip (change nothing) when any gradient holds NaN or Inf
+        self.skip_nonfinite = bool(skip_nonfinite)
+        #: clip the global gradient norm to this inside the kernels (None: no clipping)
+        self.max_grad_norm = max_grad_norm
+        #: loss scale: gradients are divided by it inside the kernels
+        self.grad_scale = grad_scale
+        #: steps skipped because of non-finite gradients
+        self.skipped_steps = 0
+        #: global norm of the last step's unscaled gradients (when it was computed), else None
+        self.last_grad_norm = None
         self.param_groups = []
         #: state[i] holds the buffers of the i-th parameter (groups in order)
         self.state = {}
@@ -147,12 +176,26 @@ class Optimizer:
 
     # -- stepping -------------------------------------------------------------
 
-    def step(self, grads):
+    def step(self, grads, *, grad_scale=None):
         """Update every parameter in place from `grads`, one array per parameter (groups in order).
 
         All gradients and hyperparameters are checked before any buffer is
         written: a step that raises has changed nothing.  One optimizer must be
         stepped from one thread at a time: a concurrent call raises RuntimeError.
+
+        Parameters
+        ----------
+        grads : sequence of ndarray
+        grad_scale : float, optional
+            Loss scale of this step's gradients (default: the optimizer's
+            ``grad_scale``); they are divided by it inside the kernels.
+
+        Returns
+        -------
+        bool
+            True if the step was applied; False if it was skipped because a
+            gradient held NaN or Inf (only with ``skip_nonfinite=True``: then no
+            parameter, state buffer or step count changed).
         """
         if not self._stepping.acquire(blocking=False):
             raise RuntimeError("this optimizer is already stepping in another thread; "
@@ -161,18 +204,25 @@ class Optimizer:
             if not _core.plan_is_current(self.param_groups, self._plan_params,
                                          self._plan_param_copies):
                 self._build_plan()
+            scale = self.grad_scale if grad_scale is None else grad_scale
             try:
-                self._run_kernels(grads)
+                applied, norm = self._run_kernels(grads, scale)
             except _core.LayoutChanged:  # e.g. amsgrad or momentum switched on: new buffers
                 self._build_plan()
-                self._run_kernels(grads)
-            self.step_count += 1
+                applied, norm = self._run_kernels(grads, scale)
+            self.last_grad_norm = norm
+            if applied:
+                self.step_count += 1
+            else:
+                self.skipped_steps += 1
+            return applied
         finally:
             self._stepping.release()
 
-    def _run_kernels(self, grads):
-        _core.step(self._algorithm, self._lists, grads, self._n_params, self.param_groups,
-                   self._group_state, self.step_count, self._decoupled, self._plan_layout)
+    def _run_kernels(self, grads, grad_scale):
+        return _core.step(self._algorithm, self._lists, grads, self._n_params, self.param_groups,
+                          self._group_state, self.step_count, self._decoupled, self._plan_layout,
+                          grad_scale, self.max_grad_norm or 0.0, self.skip_nonfinite)
 
     def current_lrs(self):
         """The learning rate each group will use at the next step (schedule x plateau factor)."""
@@ -218,6 +268,7 @@ class Optimizer:
             "version": STATE_DICT_VERSION,
             "algorithm": type(self).__name__,
             "step_count": self.step_count,
+            "skipped_steps": self.skipped_steps,
             "state": state,
             "param_groups": groups,
             "plateau": self._plateau.state_dict() if self._plateau is not None else None,
@@ -311,6 +362,7 @@ class Optimizer:
         for state, new_state in zip(self._group_state, restored_state):
             state.update(new_state)
         self.step_count = int(state_dict["step_count"])
+        self.skipped_steps = int(state_dict.get("skipped_steps", 0))
         plateau_state = state_dict.get("plateau")
         if plateau_state is not None:
             if self._plateau is not None:
@@ -368,6 +420,8 @@ class Adam(Optimizer):
         Use the running maximum of the second moment (AMSGrad).
     maximize : bool
         Ascend the objective instead of descending.
+    skip_nonfinite, max_grad_norm, grad_scale
+        Gradient safety, see :class:`Optimizer`.
     """
 
     _algorithm = _core.ADAM
@@ -375,9 +429,12 @@ class Adam(Optimizer):
     _decoupled = False
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
-                 amsgrad=False, maximize=False):
+                 amsgrad=False, maximize=False, *, skip_nonfinite=False, max_grad_norm=None,
+                 grad_scale=1.0):
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                                      amsgrad=amsgrad, maximize=maximize))
+                                      amsgrad=amsgrad, maximize=maximize),
+                         skip_nonfinite=skip_nonfinite, max_grad_norm=max_grad_norm,
+                         grad_scale=grad_scale)
 
     def _state_layout(self):
         return tuple(bool(group["amsgrad"]) for group in self.param_groups)
@@ -399,9 +456,11 @@ class AdamW(Adam):
     _decoupled = True
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
-                 amsgrad=False, maximize=False):
+                 amsgrad=False, maximize=False, *, skip_nonfinite=False, max_grad_norm=None,
+                 grad_scale=1.0):
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                         amsgrad=amsgrad, maximize=maximize)
+                         amsgrad=amsgrad, maximize=maximize, skip_nonfinite=skip_nonfinite,
+                         max_grad_norm=max_grad_norm, grad_scale=grad_scale)
 
 
 class SGD(Optimizer):
@@ -430,16 +489,21 @@ class SGD(Optimizer):
     maximize : bool
     lr_in_velocity : bool
         Use the velocity form.
+    skip_nonfinite, max_grad_norm, grad_scale
+        Gradient safety, see :class:`Optimizer`.
     """
 
     _algorithm = _core.SGD
     _state_names = SGD_STATE_NAMES
 
     def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, nesterov=False,
-                 weight_decay=0.0, maximize=False, lr_in_velocity=False):
+                 weight_decay=0.0, maximize=False, lr_in_velocity=False, *, skip_nonfinite=False,
+                 max_grad_norm=None, grad_scale=1.0):
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
                                       nesterov=nesterov, weight_decay=weight_decay,
-                                      maximize=maximize, lr_in_velocity=lr_in_velocity))
+                                      maximize=maximize, lr_in_velocity=lr_in_velocity),
+                         skip_nonfinite=skip_nonfinite, max_grad_norm=max_grad_norm,
+                         grad_scale=grad_scale)
 
     def _state_layout(self):
         return tuple(group["momentum"] != 0 for group in self.param_groups)

@@ -12,12 +12,13 @@ import os as _os
 from . import _core, functional
 from ._core import get_num_threads, set_num_threads
 from ._version import __version__
+from .checkpoint import load, save
 from .flat import FlatParams
 from .optim import SGD, Adam, AdamW, Optimizer
 
 __all__ = [
     "Adam", "AdamW", "SGD", "Optimizer", "FlatParams", "functional", "schedules",
-    "get_num_threads", "set_num_threads", "simd_path", "info", "__version__",
+    "get_num_threads", "set_num_threads", "simd_path", "info", "save", "load", "__version__",
 ]
 
 # FUSEDOPT_SIMD forces a lower SIMD variant (for testing and comparison).

@@ -23,7 +23,12 @@ __all__ = [
 
 # FUSEDOPT_SIMD forces a lower SIMD variant (for testing and comparison).
 if _os.environ.get("FUSEDOPT_SIMD"):
-    _core.set_simd_path(_os.environ["FUSEDOPT_SIMD"])
+    try:
+        _core.set_simd_path(_os.environ["FUSEDOPT_SIMD"])
+    except ValueError as _exc:
+        import warnings as _warnings
+
+        _warnings.warn(f"FUSEDOPT_SIMD ignored: {_exc}", RuntimeWarning, stacklevel=2)
 
 simd_path = _core.simd_path
 
@@ -39,6 +44,7 @@ def info():
         "dtypes": ["float32", "float64"],
         "openmp": build["openmp"],
         "openmp_version": build["openmp_version"],
+        "openmp_runtime": _openmp_runtime() if build["openmp"] else None,
         "num_threads": get_num_threads(),
         "parallel_min_elements": _core.parallel_min_elements(),
         "simd_path": _core.simd_path(),
@@ -47,6 +53,20 @@ def info():
         "flags": build["flags"],
         "openmp_flags": build["openmp_flags"],
     }
+
+
+def _openmp_runtime():
+    """Path of the OpenMP runtime library loaded in this process (Linux), else "linked"."""
+    try:
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                path = line.split()[-1]
+                name = _os.path.basename(path)
+                if name.startswith(("libgomp", "libomp", "libiomp")):
+                    return path
+    except OSError:
+        pass
+    return "linked"
 
 
 def __getattr__(name):

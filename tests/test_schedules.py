@@ -447,6 +447,14 @@ def test_sequential_restarts_each_count():
 # ---------------------------------------------------------------------------
 
 
+def test_every_schedule_is_a_schedule():
+    assert all(isinstance(sched, Schedule) for sched, _ in CASES.values())
+    assert {type(sched).__name__ for sched, _ in CASES.values()} >= {
+        "Constant", "StepDecay", "MultiStepDecay", "ExponentialDecay", "CosineAnnealing",
+        "CosineAnnealingWarmRestarts", "Polynomial", "OneCycle", "Lambda", "LinearWarmup",
+        "Sequential", "PerEpoch"}
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_immutable(name):
     sched, _ = CASES[name]
@@ -735,6 +743,22 @@ def test_plateau_min_lr_list_and_eps():
     assert_rel(rates[1], 1e-8)
 
 
+def test_plateau_min_lr_with_groups_added_later():
+    fake = FakeOptimizer([0.1])
+    plateau = ReduceLROnPlateau(fake, factor=0.1, patience=0, min_lr=0.02)
+    fake.param_groups.append({"lr": 1.0, "lr_factor": 1.0})
+    plateau.step(1.0)
+    plateau.step(2.0)  # a float min_lr covers the new group too
+    assert_rel(fake.rates(), [0.02, 0.1])
+    assert plateau.state_dict()["min_lr"] == 0.02
+
+    per_group = ReduceLROnPlateau(FakeOptimizer([0.1]), patience=0, min_lr=[0.02])
+    per_group.optimizer.param_groups.append({"lr": 1.0, "lr_factor": 1.0})
+    per_group.step(1.0)
+    with pytest.raises(RuntimeError, match="min_lr"):
+        per_group.step(2.0)
+
+
 def test_plateau_zero_base_rate_leaves_factor_alone():
     # base(k) == 0 (warm-up from zero): base * (f - new_f) == 0 <= eps, nothing to reduce
     fake = FakeOptimizer([LinearWarmup(0.1, warmup_steps=10)])
@@ -781,7 +805,7 @@ def test_plateau_composes_with_warmup_and_cosine_by_hand():
 def test_plateau_state_dict_resume_gives_identical_rates():
     metrics = [1.0, 0.9, 0.95, 0.97, 0.99, 1.2, 0.5, 0.6, 0.7, 0.8, 0.81, 0.9, 0.3, 0.4, 0.45, 0.5]
     sched = LinearWarmup(CosineAnnealing(0.1, T_max=60), warmup_steps=6)
-    kwargs = dict(factor=0.3, patience=1, cooldown=1, min_lr=[1e-4, 0.0], threshold=0.01)
+    kwargs = dict(factor=0.3, patience=1, cooldown=2, min_lr=[1e-4, 0.0], threshold=0.01)
 
     def run(fake, plateau, metrics):
         out = []
@@ -796,23 +820,29 @@ def test_plateau_state_dict_resume_gives_identical_rates():
     expected = run(straight, straight_plateau, metrics)
     assert straight_plateau.factors[0] < 0.3  # the run does reduce, more than once
 
-    first = FakeOptimizer([sched, 0.05])
-    plateau = ReduceLROnPlateau(first, **kwargs)
-    head = run(first, plateau, metrics[:7])
-    saved = json.loads(json.dumps({"plateau": plateau.state_dict(), "step_count": first.step_count,
-                                   "factors": [g["lr_factor"] for g in first.param_groups]}))
-    assert all(isinstance(v, (int, float, str, list, type(None))) for v in saved["plateau"].values())
+    saved_states = []
+    for split in range(len(metrics) + 1):  # stop and resume after every epoch
+        first = FakeOptimizer([sched, 0.05])
+        plateau = ReduceLROnPlateau(first, **kwargs)
+        head = run(first, plateau, metrics[:split])
+        saved = json.loads(json.dumps({"plateau": plateau.state_dict(), "step_count": first.step_count,
+                                       "factors": [g["lr_factor"] for g in first.param_groups]}))
+        assert all(isinstance(v, (int, float, str, list)) for v in saved["plateau"].values())
+        saved_states.append(saved["plateau"])
 
-    second = FakeOptimizer([sched, 0.05])
-    second.step_count = saved["step_count"]
-    for group, f in zip(second.param_groups, saved["factors"]):
-        group["lr_factor"] = f
-    resumed = ReduceLROnPlateau(second, mode="max", factor=0.9)  # overwritten by the load
-    resumed.load_state_dict(saved["plateau"])
-    tail = run(second, resumed, metrics[7:])
-    assert head + tail == expected
-    assert resumed.state_dict() == straight_plateau.state_dict()
-    assert resumed.mode == "min" and resumed.factor == 0.3
+        second = FakeOptimizer([sched, 0.05])
+        second.step_count = saved["step_count"]
+        for group, f in zip(second.param_groups, saved["factors"]):
+            group["lr_factor"] = f
+        resumed = ReduceLROnPlateau(second, mode="max", factor=0.9)  # overwritten by the load
+        resumed.load_state_dict(saved["plateau"])
+        assert resumed.mode == "min" and resumed.factor == 0.3
+        tail = run(second, resumed, metrics[split:])
+        assert head + tail == expected, f"resuming after epoch {split}"
+        assert resumed.state_dict() == straight_plateau.state_dict()
+    # the saves covered every kind of state: in cooldown, counting bad epochs
+    assert any(s["cooldown_counter"] > 0 for s in saved_states)
+    assert any(s["num_bad_epochs"] > 0 for s in saved_states)
 
 
 # ---------------------------------------------------------------------------
@@ -958,3 +988,34 @@ def test_optimizer_state_dict_carries_plateau(attach_first):
     assert plateau2.state_dict() == plateau1.state_dict() and plateau2.factors == plateau1.factors
     run(opt2, plateau2, p2, range(6, len(metrics)))
     np.testing.assert_array_equal(p2, p_straight)
+
+
+# ---------------------------------------------------------------------------
+# The scalar memo behind the optimizer's one-call-per-step use
+# ---------------------------------------------------------------------------
+
+def test_scalar_memo_gives_the_vectorised_values_in_any_order():
+    from fusedopt.schedules import CosineAnnealingWarmRestarts, LinearWarmup, OneCycle
+
+    for sched in (LinearWarmup(CosineAnnealingWarmRestarts(0.1, T_0=50, T_mult=2), 30),
+                  OneCycle(0.5, total_steps=1000)):
+        steps = np.arange(1200)
+        expected = sched(steps)
+        forward = [sched(int(k)) for k in steps]
+        backward = [sched(int(k)) for k in steps[::-1]][::-1]
+        assert forward == expected.tolist() == backward
+
+
+def test_user_functions_are_called_only_for_the_steps_asked():
+    from fusedopt.schedules import Lambda, LinearWarmup
+
+    seen = []
+
+    def factor(t):
+        seen.append(t)
+        return 1.0 / (1 + t)
+
+    sched = LinearWarmup(Lambda(0.1, factor), warmup_steps=5)
+    values = [sched(k) for k in range(20)]
+    assert values[10] == 0.1 / (1 + 5)
+    assert max(seen) <= 19 - 5  # no look-ahead into the user's function

@@ -22,6 +22,7 @@ Everything here needs the optional ``fusedopt[examples]`` extra
 (scikit-learn for the data; tqdm and matplotlib are used when present).
 """
 import argparse
+import contextlib
 import math
 import sys
 import time
@@ -33,7 +34,7 @@ import fusedopt
 
 __all__ = [
     "DigitsSplits", "MLP", "NumpyAdam", "NumpySGD", "MissingExtraError",
-    "load_digits_splits", "make_schedule", "make_optimizer", "train", "run",
+    "load_digits_splits", "make_schedule", "make_optimizer", "shuffled_batches", "train", "run",
     "format_summary", "plot_history", "build_parser", "main",
 ]
 
@@ -41,6 +42,7 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("cosine", "step", "plateau", "onecycle", "constant")
 DTYPES = ("float32", "float64")
 
+_DISPLAY_NAMES = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD"}
 #: Learning rate when --lr is not given: Adam-type rates are ~10x smaller than SGD's.
 DEFAULT_LR = {"adam": 3e-3, "adamw": 3e-3, "sgd": 5e-2}
 #: Momentum of the "sgd" optimizer (PyTorch's form: b = mu*b + g, p -= lr*b).
@@ -459,6 +461,27 @@ def make_optimizer(name, params, lr, implementation="fusedopt"):
 # ---------------------------------------------------------------------------
 
 
+def shuffled_batches(n_samples, batch_size, epochs, seed=0):
+    """The mini-batches of every epoch: a fresh random order of the samples each epoch.
+
+    Parameters
+    ----------
+    n_samples, batch_size, epochs : int
+    seed : int
+        The same seed gives the same batches (the last batch of an epoch may be smaller).
+
+    Yields
+    ------
+    list of ndarray of int
+        For each epoch, the sample indices of each of its batches.
+    """
+    # a stream of its own, apart from the weight initialisation's (which uses `seed` alone)
+    rng = np.random.default_rng([seed, 1])
+    for _ in range(epochs):
+        order = rng.permutation(n_samples)
+        yield [order[start:start + batch_size] for start in range(0, n_samples, batch_size)]
+
+
 class _Progress:
     """A tqdm bar per epoch, or one printed line per epoch without tqdm or a terminal."""
 
@@ -491,14 +514,15 @@ class _Progress:
         if self.bar is not None:
             self.bar.update(1)
             if self.per_epoch:
-                self.bar.set_postfix(loss=f"{loss:.4f}", acc=f"{accuracy:.2%}", refresh=False)
+                self.bar.set_postfix({"loss": f"{loss:.4f}", "acc": f"{accuracy:.2%}"},
+                                     refresh=False)
 
     def end_epoch(self, epoch, loss, accuracy, val_loss, val_accuracy, lr):
         if not (self.enabled and self.per_epoch):
             return
         if self.bar is not None:
-            self.bar.set_postfix(loss=f"{loss:.4f}", acc=f"{accuracy:.2%}",
-                                 val_loss=f"{val_loss:.4f}", val_acc=f"{val_accuracy:.2%}")
+            self.bar.set_postfix({"loss": f"{loss:.4f}", "acc": f"{accuracy:.2%}",
+                                  "val_loss": f"{val_loss:.4f}", "val_acc": f"{val_accuracy:.2%}"})
             self.bar.close()
             self.bar = None
         else:
@@ -549,24 +573,22 @@ def train(model, optimizer, data, *, epochs, batch_size, seed=0, plateau=None,
     X, y = data.X_train, data.y_train
     n_samples = len(y)
     steps_per_epoch = -(-n_samples // batch_size)
-    batch_order = np.random.default_rng([seed, 1])  # independent of the weight initialisation
     history = {key: [] for key in ("step_loss", "lr", "epoch_train_loss", "epoch_train_accuracy",
                                    "epoch_val_loss", "epoch_val_accuracy")}
     forward_backward_seconds = optimizer_seconds = 0.0
     bar = _Progress(progress, label, epochs, steps_per_epoch, per_epoch=per_epoch_progress)
     wall_start = time.perf_counter()
     try:
-        for epoch in range(epochs):
+        for epoch, batches in enumerate(shuffled_batches(n_samples, batch_size, epochs, seed)):
             bar.start_epoch(epoch)
-            order = batch_order.permutation(n_samples)
             loss_sum = 0.0
-            n_correct = 0
-            for start in range(0, n_samples, batch_size):
-                batch = order[start:start + batch_size]
+            n_seen = n_correct = 0
+            for batch in batches:
                 history["lr"].append(optimizer.current_lrs()[0])
+                x_batch, y_batch = X[batch], y[batch]
 
                 t0 = time.perf_counter()
-                loss, batch_correct = model.loss_and_backward(X[batch], y[batch])
+                loss, batch_correct = model.loss_and_backward(x_batch, y_batch)
                 t1 = time.perf_counter()
                 optimizer.step([model.flat.grad])  # one fused kernel call for the whole model
                 t2 = time.perf_counter()
@@ -575,8 +597,9 @@ def train(model, optimizer, data, *, epochs, batch_size, seed=0, plateau=None,
                 optimizer_seconds += t2 - t1
                 history["step_loss"].append(loss)
                 loss_sum += loss * len(batch)
+                n_seen += len(batch)
                 n_correct += batch_correct
-                bar.update(loss_sum / (start + len(batch)), n_correct / (start + len(batch)))
+                bar.update(loss_sum / n_seen, n_correct / n_seen)
 
             val_loss, val_accuracy = model.evaluate(data.X_val, data.y_val)
             if plateau is not None:
@@ -616,6 +639,17 @@ def _train_one(implementation, data, *, epochs, batch_size, hidden, layers, opti
     return model, history
 
 
+def _limit_blas_threads(n):
+    """A context limiting NumPy's BLAS to `n` threads (no-op for None or without threadpoolctl)."""
+    if n is None:
+        return contextlib.nullcontext()
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # comes with scikit-learn; without it, BLAS keeps its threads
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=n, user_api="blas")
+
+
 def _check_positive(name, value):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -623,7 +657,7 @@ def _check_positive(name, value):
 
 def run(epochs=10, batch_size=32, hidden=128, layers=2, optimizer="adam", lr=None,
         schedule="cosine", threads=None, dtype="float32", seed=0, plot=None, progress=True,
-        compare_numpy=True):
+        compare_numpy=True, blas_threads=1):
     """Train the digits MLP with fusedopt, then with the NumPy reference, and compare.
 
     Parameters
@@ -647,6 +681,14 @@ def run(epochs=10, batch_size=32, hidden=128, layers=2, optimizer="adam", lr=Non
         Show progress while training.
     compare_numpy : bool
         Also train with the NumPy reference optimizer.
+    blas_threads : int or None
+        Threads of NumPy's BLAS (the matrix products of the forward and
+        backward pass) while training, set through threadpoolctl (installed
+        with scikit-learn); None leaves BLAS as it is.  The default, 1, keeps
+        idle BLAS threads, which spin for a while after each product, from
+        competing with the optimizer step for the cores, and makes the
+        timings reproducible; on a machine with cores to spare, more BLAS
+        threads speed up wide layers.
 
     Returns
     -------
@@ -671,8 +713,9 @@ def run(epochs=10, batch_size=32, hidden=128, layers=2, optimizer="adam", lr=Non
     for name, value in (("epochs", epochs), ("batch_size", batch_size), ("hidden", hidden),
                         ("layers", layers)):
         _check_positive(name, value)
-    if threads is not None:
-        _check_positive("threads", threads)
+    for name, value in (("threads", threads), ("blas_threads", blas_threads)):
+        if value is not None:
+            _check_positive(name, value)
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
     if schedule not in SCHEDULES:
@@ -691,24 +734,27 @@ def run(epochs=10, batch_size=32, hidden=128, layers=2, optimizer="adam", lr=Non
     if threads is not None:
         fusedopt.set_num_threads(threads)
     try:
-        kernel_threads = fusedopt.get_num_threads()
-        model, history = _train_one("fusedopt", data, progress=progress, label="fusedopt",
-                                    per_epoch_progress=True, **config)
-        numpy_model = numpy_history = None
-        if compare_numpy:
-            numpy_model, numpy_history = _train_one(
-                "numpy", data, progress=progress, label=f"NumPy {optimizer} (reference)",
-                per_epoch_progress=False, **config)
+        with _limit_blas_threads(blas_threads):
+            kernel_threads = fusedopt.get_num_threads()
+            model, history = _train_one("fusedopt", data, progress=progress, label="fusedopt",
+                                        per_epoch_progress=True, **config)
+            numpy_model = numpy_history = None
+            if compare_numpy:
+                numpy_model, numpy_history = _train_one(
+                    "numpy", data, progress=progress,
+                    label=f"NumPy {_DISPLAY_NAMES[optimizer]} (reference)",
+                    per_epoch_progress=False, **config)
+            predictions = model.predict(data.X_test)
+            numpy_predictions = numpy_model.predict(data.X_test) if compare_numpy else None
     finally:
         if threads is not None:
             fusedopt.set_num_threads(previous_threads)
 
-    predictions = model.predict(data.X_test)
     result = dict(
         config,
         n_train=len(data.y_train), n_val=len(data.y_val), n_test=len(data.y_test),
         layer_sizes=list(model.sizes), n_parameters=model.n_parameters,
-        simd_path=fusedopt.simd_path(), threads=kernel_threads,
+        simd_path=fusedopt.simd_path(), threads=kernel_threads, blas_threads=blas_threads,
         steps=history["steps"],
         test_accuracy=float((predictions == data.y_test).mean()),
         forward_backward_seconds=history["forward_backward_seconds"],
@@ -720,7 +766,6 @@ def run(epochs=10, batch_size=32, hidden=128, layers=2, optimizer="adam", lr=Non
         prediction_agreement=None, max_parameter_difference=None,
     )
     if compare_numpy:
-        numpy_predictions = numpy_model.predict(data.X_test)
         result.update(
             numpy_test_accuracy=float((numpy_predictions == data.y_test).mean()),
             numpy_forward_backward_seconds=numpy_history["forward_backward_seconds"],
@@ -742,6 +787,10 @@ def run(epochs=10, batch_size=32, hidden=128, layers=2, optimizer="adam", lr=Non
 # ---------------------------------------------------------------------------
 
 
+def _plural(n, noun):
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def format_summary(result):
     """The demo's final report, as a list of lines.
 
@@ -754,7 +803,7 @@ def format_summary(result):
     -------
     list of str
     """
-    optimizer_name = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD"}[result["optimizer"]]
+    optimizer_name = _DISPLAY_NAMES[result["optimizer"]]
     steps = result["steps"]
     layer_sizes = "-".join(str(n) for n in result["layer_sizes"])
     lines = [
@@ -762,8 +811,10 @@ def format_summary(result):
         f"{result['n_test']} test samples; MLP {layer_sizes} "
         f"({result['n_parameters']:,} parameters, {result['dtype']})",
         f"{optimizer_name}, lr {result['lr']:g}, {result['schedule']} schedule, batch "
-        f"{result['batch_size']}, {result['epochs']} epochs = {steps} steps; fusedopt "
-        f"{result['simd_path']}, {result['threads']} thread{'s' if result['threads'] != 1 else ''}",
+        f"{result['batch_size']}, {_plural(result['epochs'], 'epoch')} = {steps} steps; fusedopt "
+        f"{result['simd_path']}, {_plural(result['threads'], 'thread')}"
+        + (f"; BLAS {_plural(result['blas_threads'], 'thread')}"
+           if result.get("blas_threads") else ""),
         "",
         f"{'':24}{'test acc':>9}{'fwd+bwd':>10}{'optimizer':>11}{'opt/step':>11}{'wall':>9}",
     ]
@@ -792,8 +843,9 @@ def format_summary(result):
         return optimizer_time / (optimizer_time + forward_backward)
 
     speedup = result["numpy_optimizer_seconds"] / result["optimizer_seconds"]
+    comparison = f"{speedup:.1f}x faster" if speedup >= 1 else f"{1 / speedup:.1f}x slower"
     lines.append(
-        f"optimizer step {speedup:.1f}x faster with fusedopt; share of the training step: "
+        f"optimizer step {comparison} with fusedopt; share of the training step: "
         f"{share(result['optimizer_seconds'], result['forward_backward_seconds']):.0%} "
         f"(fusedopt) vs "
         f"{share(result['numpy_optimizer_seconds'], result['numpy_forward_backward_seconds']):.0%}"
@@ -828,7 +880,8 @@ def plot_history(result, path):
     epoch_ends = np.arange(1, result["epochs"] + 1) * steps_per_epoch
     fig, (loss_ax, lr_ax) = plt.subplots(2, 1, figsize=(8, 6), sharex=True,
                                          gridspec_kw={"height_ratios": [2, 1]})
-    loss_ax.plot(history["step_loss"], lw=0.8, alpha=0.6, label="train loss (fusedopt)")
+    loss_ax.plot(history["step_loss"], lw=0.8, alpha=0.6, label="train loss per batch (fusedopt)")
+    loss_ax.plot(epoch_ends, history["epoch_train_loss"], "s-", label="train loss, epoch mean")
     loss_ax.plot(epoch_ends, history["epoch_val_loss"], "o-", label="validation loss (fusedopt)")
     if numpy_history is not None:
         loss_ax.plot(epoch_ends, numpy_history["epoch_val_loss"], "x--", color="k",
@@ -836,7 +889,7 @@ def plot_history(result, path):
     loss_ax.set_yscale("log")
     loss_ax.set_ylabel("cross-entropy")
     loss_ax.set_title(f"digits MLP {'-'.join(map(str, result['layer_sizes']))}, "
-                      f"{result['optimizer']}, {result['schedule']} schedule: "
+                      f"{_DISPLAY_NAMES[result['optimizer']]}, {result['schedule']} schedule: "
                       f"test accuracy {result['test_accuracy']:.2%}")
     loss_ax.grid(True, alpha=0.3)
     loss_ax.legend()
@@ -885,7 +938,8 @@ def build_parser(prog="python -m fusedopt demo"):
                     "then with a plain NumPy optimizer, and compare accuracy and step time.",
         epilog='Needs the examples extra: pip install "fusedopt[examples]".  An optimizer-bound '
                "configuration: --hidden 2048 --layers 4 --epochs 3.")
-    parser.add_argument("--epochs", type=_positive_int, default=10, help="training epochs (default 10)")
+    parser.add_argument("--epochs", type=_positive_int, default=10,
+                        help="training epochs (default 10)")
     parser.add_argument("--batch-size", type=_positive_int, default=32,
                         help="mini-batch size (default 32)")
     parser.add_argument("--hidden", type=_positive_int, default=128,
@@ -902,6 +956,9 @@ def build_parser(prog="python -m fusedopt demo"):
                              "onecycle, constant; default cosine")
     parser.add_argument("--threads", type=_positive_int, default=None,
                         help="threads of the fusedopt kernels (default: OpenMP's setting)")
+    parser.add_argument("--blas-threads", type=_positive_int, default=1,
+                        help="threads of NumPy's BLAS in the forward/backward pass (default 1: "
+                             "idle BLAS threads would compete with the optimizer step)")
     parser.add_argument("--dtype", choices=DTYPES, default="float32",
                         help="float32 (default) or float64")
     parser.add_argument("--seed", type=int, default=0,

@@ -157,11 +157,20 @@ def _as_schedule(name: str, value: Any) -> "Schedule":
 def _steps(t: Any) -> tuple[np.ndarray, tuple[int, ...]]:
     """Validate step counts; return them flat (int64, contiguous) and their shape."""
     arr = np.asarray(t)
+    if arr.dtype == object:  # Python ints beyond int64, or mixed junk
+        try:
+            arr = np.asarray(t, dtype=np.int64)
+        except OverflowError:
+            raise ValueError("t is too large for a step count") from None
+        except (TypeError, ValueError):
+            raise TypeError(f"t must be an integer step count or an integer array, got {t!r}") from None
     kind = arr.dtype.kind
     if kind == "f":
         # Tolerate whole-valued floats such as 3.0; a fractional step is a bug.
         if not np.all(np.isfinite(arr) & (arr == np.floor(arr))):
             raise ValueError(f"t must hold whole step counts, got {t!r}")
+        if arr.size and np.any(arr >= 2.0**63):
+            raise ValueError("t is too large for a step count")
     elif kind not in "iu":
         raise TypeError(f"t must be an integer step count or an integer array, got {t!r}")
     if arr.size and np.any(arr < 0):
@@ -219,8 +228,12 @@ class Schedule:
     immutability, equality, hashing, pickling, :meth:`config` and ``repr``.
     """
 
-    __slots__ = ()
+    # _memo caches a block of upcoming rates for the optimizer's one-step-at-a-time
+    # calls: a schedule is a pure function of t, so this is invisible except in speed.
+    __slots__ = ("_memo",)
     _params: tuple[str, ...] = ()
+    #: rates computed ahead per scalar call (1: no look-ahead, e.g. for user functions)
+    _block_size = 256
 
     def __call__(self, t):
         """Learning rate at step ``t``.
@@ -242,11 +255,28 @@ class Schedule:
         ValueError
             If ``t`` (or any element of it) is negative or not a whole number.
         """
+        if type(t) is int and t >= 0:  # the optimizer's hot path: one step after another
+            memo = getattr(self, "_memo", None)
+            if memo is not None and 0 <= t - memo[0] < len(memo[1]):
+                return memo[1][t - memo[0]]
+            block = self._rates(np.arange(t, t + self._lookahead(), dtype=np.int64)).tolist()
+            object.__setattr__(self, "_memo", (t, block))  # one tuple: safe across threads
+            return block[0]
         steps, shape = _steps(t)
         rates = self._rates(steps)
         if shape == ():
             return float(rates[0])
         return rates.reshape(shape)
+
+    def _lookahead(self) -> int:
+        """Block size of the scalar memo: the smallest of this schedule's and its parts'."""
+        size = self._block_size
+        for name in self._params:
+            value = getattr(self, name)
+            for part in value if isinstance(value, tuple) else (value,):
+                if isinstance(part, Schedule):
+                    size = min(size, part._lookahead())
+        return size
 
     def _rates(self, t: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -632,6 +662,7 @@ class Lambda(Schedule):
     """
 
     __slots__ = ("lr", "f")
+    _block_size = 1  # call the user's function only for the steps asked for
     _params = ("lr", "f")
 
     def __init__(self, lr: float, f: Callable[[int], float]) -> None:
@@ -1006,7 +1037,11 @@ class ReduceLROnPlateau:
                 group["lr_factor"] = new
 
     def state_dict(self) -> dict[str, Any]:
-        """State as plain numbers and strings (the factors live in the param groups)."""
+        """State as plain numbers, strings and lists.
+
+        The factors themselves are not included: they live in the param groups,
+        which the optimizer saves.
+        """
         return {
             "mode": self.mode,
             "factor": self.factor,
@@ -1014,8 +1049,8 @@ class ReduceLROnPlateau:
             "threshold": self.threshold,
             "threshold_mode": self.threshold_mode,
             "cooldown": self.cooldown,
-            "min_lrs": list(self.min_lrs),
-            "default_min_lr": self._default_min_lr,
+            # a float applies to every group (also ones added later); a list is per group
+            "min_lr": list(self.min_lrs) if self._default_min_lr is None else self._default_min_lr,
             "eps": self.eps,
             "best": self.best,
             "num_bad_epochs": self.num_bad_epochs,
@@ -1031,9 +1066,13 @@ class ReduceLROnPlateau:
         self.patience = int(state["patience"])
         self.threshold = float(state["threshold"])
         self.cooldown = int(state["cooldown"])
-        self.min_lrs = [float(m) for m in state["min_lrs"]]
-        default = state.get("default_min_lr")
-        self._default_min_lr = None if default is None else float(default)
+        min_lr = state["min_lr"]
+        if isinstance(min_lr, (list, tuple)):
+            self._default_min_lr = None
+            self.min_lrs = [float(m) for m in min_lr]
+        else:
+            self._default_min_lr = float(min_lr)
+            self.min_lrs = [self._default_min_lr] * len(self.optimizer.param_groups)
         self.eps = float(state["eps"])
         self.best = float(state["best"])
         self.num_bad_epochs = int(state["num_bad_epochs"])

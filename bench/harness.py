@@ -12,7 +12,7 @@ import gc
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -42,6 +42,8 @@ class Variant:
     key: tuple
     step: Callable[[], object]
     setup: Callable[[], object] = lambda: None
+    #: run before each call, outside the timed window (e.g. idling so thread teams fall asleep)
+    before_call: Optional[Callable[[], object]] = None
     samples: list = field(default_factory=list)
     sample_min: list = field(default_factory=list)
     calls_per_sample: int = 0
@@ -57,13 +59,16 @@ class Variant:
         return float(np.min(self.samples))
 
 
-def _timed_calls(step, n_calls):
-    """Per-call wall times (seconds) of `n_calls` back-to-back calls, GC paused."""
+def _timed_calls(step, n_calls, before_call=None):
+    """Per-call wall times (seconds) of `n_calls` calls, GC paused; `before_call`
+    (if any) runs before each call, untimed."""
     clock, times = time.perf_counter, []
     gc_was_enabled = gc.isenabled()
     gc.disable()  # a collection inside a timed call is noise, not the step's cost
     try:
         for _ in range(n_calls):
+            if before_call is not None:
+                before_call()
             start = clock()
             step()
             times.append(clock() - start)
@@ -76,14 +81,14 @@ def _timed_calls(step, n_calls):
 def calibrate(variant, min_time, min_calls):
     """Set ``variant.calls_per_sample`` from a timed warm-up call and a doubling probe."""
     variant.setup()
-    warm_up = _timed_calls(variant.step, 1)[0]  # also pays first-step allocation, page faults
+    warm_up = _timed_calls(variant.step, 1, variant.before_call)[0]  # also pays first-step allocation, page faults
     if warm_up >= 2 * min_time:
         # a long call: one per sample; a probe would only double its cost
         variant.calls_per_sample = 1
         return
     n_calls = 1
     while True:
-        per_call = sum(_timed_calls(variant.step, n_calls)) / n_calls
+        per_call = sum(_timed_calls(variant.step, n_calls, variant.before_call)) / n_calls
         if per_call * n_calls >= min_time / 8 or n_calls >= MAX_CALLS:
             break
         n_calls *= 2
@@ -121,7 +126,7 @@ def measure(variants, rounds, min_time=0.02, min_calls=3, progress=None, timing=
         shift = round_index % len(variants)
         for variant in variants[shift:] + variants[:shift]:
             variant.setup()
-            times = _timed_calls(variant.step, variant.calls_per_sample)
+            times = _timed_calls(variant.step, variant.calls_per_sample, variant.before_call)
             variant.samples.append(float(np.median(times)))
             variant.sample_min.append(float(min(times)))
             if progress is not None:

@@ -52,6 +52,9 @@ def parse_args(argv=None):
     mode.add_argument("--threshold", action="store_true",
                       help="measure the 1-thread vs team crossover size of a step (float32 Adam)")
     mode.add_argument("--scaling", action="store_true", help="1 vs all threads at 1e6 and 1.6e7")
+    parser.add_argument("--idle-ms", type=float, default=0.0,
+                        help="--threshold: idle this long before each timed step, as a training loop "
+                             "does during forward/backward, so the OpenMP team has gone to sleep")
     parser.add_argument("--quick", action="store_true",
                         help="a short run: float32, adam and sgd, no 3.2e7, 3 repeats, 5 ms samples")
     parser.add_argument("--repeats", type=int,
@@ -357,7 +360,7 @@ def run_full(args, torch, set_threads, command):
     return 0
 
 
-def _fusedopt_variants(workload, algorithm, dtype, configurations):
+def _fusedopt_variants(workload, algorithm, dtype, configurations, before_call=None):
     """One fusedopt optimizer on `workload`, timed under several configurations.
 
     `configurations` maps a key to a setup callable; every variant steps the same
@@ -365,13 +368,15 @@ def _fusedopt_variants(workload, algorithm, dtype, configurations):
     """
     params, grads = problem_arrays(workload, dtype)
     step = IMPLEMENTATIONS["fusedopt"].build(algorithm, workload, params, grads)
-    return [Variant(key, step, setup) for key, setup in configurations.items()]
+    return [Variant(key, step, setup, before_call=before_call) for key, setup in configurations.items()]
 
 
 def run_threshold(args, set_threads, command):
     """Time a step on 1 thread vs a forced team over 1e3..2e5 elements; print the crossover."""
     team = max(max(args.threads), 2)
     cutoff = _core.parallel_min_elements()
+    if args.idle_ms > 0:  # each call idles first: a fixed number of calls per sample, not a duration
+        args.min_time, args.min_calls = 0.0, 25
     configurations = {1: partial(set_threads, 1, cutoff), team: partial(set_threads, team, 0)}
     progress = Progress(len(args.algorithms) * len(args.dtypes) * len(THRESHOLD_SIZES) * 2 * args.repeats)
     sweeps, text = [], []
@@ -381,8 +386,9 @@ def run_threshold(args, set_threads, command):
                 rows, points = [], []
                 for size in THRESHOLD_SIZES:
                     progress.stage(f"threshold {algorithm} {dtype} {size}")
+                    idle = (partial(time.sleep, args.idle_ms / 1000) if args.idle_ms > 0 else None)
                     one, many = measure(_fusedopt_variants(parse_workload(str(size)), algorithm, dtype,
-                                                           configurations),
+                                                           configurations, idle),
                                         args.repeats, args.min_time, args.min_calls, progress.update)
                     won = sum(m < o for o, m in zip(one.samples, many.samples))
                     # "consistently faster": faster by the medians and in >= 2/3 of the paired rounds
@@ -399,7 +405,9 @@ def run_threshold(args, set_threads, command):
                 verdict = (f"crossover: {team} threads consistently faster from N = {crossover:,}"
                            if crossover else f"crossover: {team} threads never consistently faster up to "
                                              f"{THRESHOLD_SIZES[-1]:,}")
-                text.append(f"### {algorithm} {dtype}: 1 thread vs {team} (team forced)\n\n" + markdown_table(
+                text.append(f"### {algorithm} {dtype}: 1 thread vs {team} (team forced"
+                            + (f", {args.idle_ms:g} ms idle before each step" if args.idle_ms else "")
+                            + ")\n\n" + markdown_table(
                     ["elements", "1 thread", f"{team} threads", "speed-up", "rounds won", "consistently"], rows)
                     + f"\n\n{verdict} (csrc/dispatch.c cutoff now: parallel_min_elements = {cutoff:,})")
     finally:
@@ -409,6 +417,7 @@ def run_threshold(args, set_threads, command):
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     write_json(args.out / f"threshold-{stamp}.json", {
         "mode": "threshold", "machine": describe_machine(None, command), "repeats": args.repeats,
+        "idle_ms": args.idle_ms,
         "min_time_s": args.min_time, "parallel_min_elements": cutoff, "sweeps": sweeps})
     print(f"\nwrote threshold-{stamp}.json to {args.out}")
     return 0

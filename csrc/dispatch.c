@@ -18,8 +18,11 @@
 
 static int requested_threads = 0;   /* <= 0: follow omp_get_max_threads() */
 
-/* Measured on a 2-core Zen 3 (bench/run.py --threshold): below ~32k float32
- * elements of Adam the second thread's wake-up costs more than it saves. */
+/* Measured on a 2-core Zen 3 with bench/run.py --threshold (float32 Adam): with
+ * the team awake (steps back to back) 2 threads win from ~6.6k elements; in a
+ * training loop the workers fall asleep during forward/backward and waking them
+ * costs ~10-20 us, which moves the crossover to ~20-30k.  32k serves the
+ * training loop; back-to-back stepping of 7k-32k tensors gives up <= 1.5x. */
 static int64_t parallel_min_elements = 32768;
 
 void fo_set_num_threads(int n) { requested_threads = n; }

@@ -53,16 +53,19 @@ def build_info() -> _BuildInfo:
 def check_array(arr: object, name: str, writeable: bool) -> None:
     """Raise TypeError/ValueError naming `name` unless `arr` can be a kernel buffer."""
 
-# Adam: (lr, beta1, beta2, eps, weight_decay, step, decoupled, amsgrad, maximize, grad_scale)
-_AdamHypers = tuple[float, float, float, float, float, int, bool, bool, bool, float]
-# SGD: (lr, momentum, dampening, weight_decay, nesterov, maximize, lr_in_velocity,
-#       first_step, grad_scale)
-_SGDHypers = tuple[float, float, float, float, bool, bool, bool, bool, float]
+class LayoutChanged(Exception):
+    """A group now needs state buffers the current TensorLists lack (rebuild and retry)."""
 
-def validate(algorithm: int, hypers: list[_AdamHypers] | list[_SGDHypers] | list[Any]) -> None:
-    """Check hyperparameter tuples as `step` would, touching no buffer."""
+def validate(
+    algorithm: int,
+    groups: list[dict[str, Any]],
+    group_state: list[dict[str, Any]],
+    k: int,
+    decoupled: bool = False,
+) -> None:
+    """Check the groups' hyperparameters at step k as `step` would, touching no buffer."""
 
-# --- tensor lists and steps --------------------------------------------------
+# --- tensor lists, norms and steps -----------------------------------------
 
 class TensorList:
     """Tensors of one dtype, their state buffers and group ids, as C arrays."""
@@ -78,18 +81,69 @@ class TensorList:
         groups: list[int],
         states: list[list[_FloatArray | None]],
         state_names: list[str],
+        writeable: bool = True,
     ) -> None: ...
     def total_size(self) -> int:
         """Number of elements over all tensors of the list."""
+
+def arrays_norm(lists: tuple[TensorList, ...]) -> float:
+    """Global L2 norm of the TensorLists' own arrays (NaN if any is non-finite)."""
 
 def step(
     algorithm: int,
     lists: tuple[TensorList, ...],
     grads: Sequence[_FloatArray],
     n_params: int,
-    hypers: list[_AdamHypers] | list[_SGDHypers] | list[Any],
-) -> None:
-    """One step of `algorithm` over `lists`; validates everything before any write."""
+    groups: list[dict[str, Any]],
+    group_state: list[dict[str, Any]],
+    k: int,
+    decoupled: bool = False,
+    layout: Sequence[bool] | None = None,
+    grad_scale: float = 1.0,
+    max_grad_norm: float = 0.0,
+    skip_nonfinite: bool = False,
+) -> tuple[bool, float | None]:
+    """One step of `algorithm` over `lists`; validates everything before any write.
+
+    Returns (applied, grad_norm): whether the step was applied, and the norm of
+    the unscaled gradients where it was computed.
+    """
+
+class Stepper:
+    """An optimizer's step in C speed: plan check, step count, busy flag."""
+
+    algorithm: int
+    decoupled: bool
+    lists: tuple[TensorList, ...]
+    n_params: int
+    param_groups: list[dict[str, Any]]
+    group_state: list[dict[str, Any]]
+    plan_lists: list[list[Any]]
+    plan_copies: list[list[Any]]
+    layout: tuple[bool, ...] | None
+    step_count: int
+    def __init__(
+        self,
+        algorithm: int,
+        decoupled: bool,
+        param_groups: list[dict[str, Any]],
+        group_state: list[dict[str, Any]],
+    ) -> None: ...
+    def run(
+        self,
+        grads: Sequence[_FloatArray],
+        grad_scale: float,
+        max_grad_norm: float,
+        skip_nonfinite: bool,
+    ) -> tuple[bool, float | None] | None:
+        """One step, or None if the plan is stale (rebuild and call again)."""
+
+def plan_is_current(
+    param_groups: list[dict[str, Any]],
+    plan_lists: list[list[Any]],
+    plan_copies: list[list[Any]],
+) -> bool:
+    """True if every group still holds the same params list and arrays as when planned."""
 
 def same_objects(a: list[Any], b: list[Any]) -> bool:
     """True if `a` and `b` hold the same objects in the same order."""

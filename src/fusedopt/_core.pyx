@@ -606,6 +606,14 @@ def arrays_norm(tuple lists):
 def step(int algorithm, tuple lists, object grads, Py_ssize_t n_params, list groups,
          list group_state, Py_ssize_t k, bint decoupled=False, object layout=None,
          double grad_scale=1.0, double max_grad_norm=0.0, bint skip_nonfinite=False):
+    """One step (see _step); the functional layer's entry point."""
+    return _step(algorithm, lists, grads, n_params, groups, group_state, k, decoupled, layout,
+                 grad_scale, max_grad_norm, skip_nonfinite)
+
+
+cdef tuple _step(int algorithm, tuple lists, object grads, Py_ssize_t n_params, list groups,
+                 list group_state, Py_ssize_t k, bint decoupled, object layout,
+                 double grad_scale, double max_grad_norm, bint skip_nonfinite):
     """One step of `algorithm` (ADAM or SGD) over `lists` (TensorLists, one per dtype).
 
     groups are param-group dicts (hyperparameters), group_state[g] holds the
@@ -680,7 +688,65 @@ def step(int algorithm, tuple lists, object grads, Py_ssize_t n_params, list gro
     return True, (norm if need_norm else None)
 
 
-def plan_is_current(list param_groups, list plan_lists, list plan_copies):
+cdef class Stepper:
+    """An optimizer's step, all in C speed: plan check, step count, busy flag.
+
+    The optimizer builds the TensorLists (``lists``) and records what they were
+    built from (``plan_lists``: each group's params list object;
+    ``plan_copies``: its contents; ``layout``: which state buffers exist).
+    `run` returns None when those no longer match the param groups: the
+    optimizer then rebuilds and calls again.  `step_count` lives here so that it
+    is read and advanced under the busy flag: one optimizer stepped from two
+    threads at once raises RuntimeError in one of them and changes nothing there.
+    """
+    cdef public int algorithm
+    cdef public bint decoupled
+    cdef public tuple lists
+    cdef public Py_ssize_t n_params
+    cdef public list param_groups
+    cdef public list group_state
+    cdef public list plan_lists
+    cdef public list plan_copies
+    cdef public object layout
+    cdef public Py_ssize_t step_count
+    cdef bint busy
+
+    def __init__(self, int algorithm, bint decoupled, list param_groups, list group_state):
+        self.algorithm = algorithm
+        self.decoupled = decoupled
+        self.param_groups = param_groups
+        self.group_state = group_state
+        self.lists = ()
+        self.n_params = 0
+        self.plan_lists = []
+        self.plan_copies = []
+        self.layout = None
+        self.step_count = 0
+        self.busy = False
+
+    def run(self, object grads, double grad_scale, double max_grad_norm, bint skip_nonfinite):
+        """One step: (applied, grad_norm) as `step` returns, or None if the plan is stale."""
+        cdef tuple result
+        if self.busy:
+            raise RuntimeError("this optimizer is already stepping in another thread; "
+                               "step one optimizer from one thread at a time")
+        if not plan_is_current(self.param_groups, self.plan_lists, self.plan_copies):
+            return None
+        self.busy = True
+        try:
+            result = _step(self.algorithm, self.lists, grads, self.n_params, self.param_groups,
+                           self.group_state, self.step_count, self.decoupled, self.layout,
+                           grad_scale, max_grad_norm, skip_nonfinite)
+        except LayoutChanged:
+            return None
+        finally:
+            self.busy = False
+        if result[0]:
+            self.step_count += 1
+        return result
+
+
+cpdef bint plan_is_current(list param_groups, list plan_lists, list plan_copies):
     """True if every group still holds the same params list object with the same
     arrays in it as when the TensorLists were built (identity checks, C speed)."""
     cdef Py_ssize_t g, n = len(param_groups)

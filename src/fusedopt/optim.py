@@ -8,7 +8,6 @@ change; each later step does O(1) Python work per parameter group.
 """
 import copy
 import numbers
-import threading
 
 import numpy as np
 
@@ -84,6 +83,12 @@ class Optimizer:
         if not grad_scale > 0 or not np.isfinite(grad_scale):
             raise ValueError(f"grad_scale must be a finite number > 0, got {grad_scale!r}")
         self.defaults = dict(defaults)
+        self.param_groups = []
+        #: per group: {"step": steps taken, "momentum_started": SGD buffer initialised}
+        self._group_state = []
+        # the hot path (plan check, hyperparameters, step count) runs in C speed there
+        self._stepper = _core.Stepper(self._algorithm, self._decoupled, self.param_groups,
+                                      self._group_state)
         #: skip (change nothing) when any gradient holds NaN or Inf
         self.skip_nonfinite = bool(skip_nonfinite)
         #: clip the global gradient norm to this inside the kernels (None: no clipping)
@@ -94,19 +99,10 @@ class Optimizer:
         self.skipped_steps = 0
         #: global norm of the last step's unscaled gradients (when it was computed), else None
         self.last_grad_norm = None
-        self.param_groups = []
         #: state[i] holds the buffers of the i-th parameter (groups in order)
         self.state = {}
-        #: number of step() calls done; the next step uses schedule(step_count)
-        self.step_count = 0
-        #: per group: {"step": steps taken, "momentum_started": SGD buffer initialised}
-        self._group_state = []
-        self._lists = None
-        self._plan_params = None
-        self._plan_layout = None
         self._plateau = None
         self._pending_plateau_state = None
-        self._stepping = threading.Lock()
         for group in _normalize_param_groups(params):
             self.add_param_group(group)
 
@@ -168,11 +164,21 @@ class Optimizer:
                 groups.append(g)
                 index += 1
         states = [[self.state[i].get(name) for i in range(len(params))] for name in self._state_names]
-        self._lists = tensor_lists(params, groups, states, self._state_names)
-        self._plan_params = [group["params"] for group in self.param_groups]
-        self._plan_param_copies = [list(group["params"]) for group in self.param_groups]
-        self._plan_layout = self._state_layout()
-        self._n_params = len(params)
+        stepper = self._stepper
+        stepper.lists = tensor_lists(params, groups, states, self._state_names)
+        stepper.n_params = len(params)
+        stepper.plan_lists = [group["params"] for group in self.param_groups]
+        stepper.plan_copies = [list(group["params"]) for group in self.param_groups]
+        stepper.layout = self._state_layout()
+
+    @property
+    def step_count(self):
+        """Number of steps applied; the next step uses ``schedule(step_count)``."""
+        return self._stepper.step_count
+
+    @step_count.setter
+    def step_count(self, value):
+        self._stepper.step_count = int(value)
 
     # -- stepping -------------------------------------------------------------
 
@@ -197,32 +203,16 @@ class Optimizer:
             gradient held NaN or Inf (only with ``skip_nonfinite=True``: then no
             parameter, state buffer or step count changed).
         """
-        if not self._stepping.acquire(blocking=False):
-            raise RuntimeError("this optimizer is already stepping in another thread; "
-                               "step one optimizer from one thread at a time")
-        try:
-            if not _core.plan_is_current(self.param_groups, self._plan_params,
-                                         self._plan_param_copies):
-                self._build_plan()
-            scale = self.grad_scale if grad_scale is None else grad_scale
-            try:
-                applied, norm = self._run_kernels(grads, scale)
-            except _core.LayoutChanged:  # e.g. amsgrad or momentum switched on: new buffers
-                self._build_plan()
-                applied, norm = self._run_kernels(grads, scale)
-            self.last_grad_norm = norm
-            if applied:
-                self.step_count += 1
-            else:
-                self.skipped_steps += 1
-            return applied
-        finally:
-            self._stepping.release()
-
-    def _run_kernels(self, grads, grad_scale):
-        return _core.step(self._algorithm, self._lists, grads, self._n_params, self.param_groups,
-                          self._group_state, self.step_count, self._decoupled, self._plan_layout,
-                          grad_scale, self.max_grad_norm or 0.0, self.skip_nonfinite)
+        scale = self.grad_scale if grad_scale is None else grad_scale
+        max_norm = self.max_grad_norm or 0.0
+        result = self._stepper.run(grads, scale, max_norm, self.skip_nonfinite)
+        if result is None:  # parameters or state layout changed (e.g. amsgrad switched on)
+            self._build_plan()
+            result = self._stepper.run(grads, scale, max_norm, self.skip_nonfinite)
+        applied, self.last_grad_norm = result
+        if not applied:
+            self.skipped_steps += 1
+        return applied
 
     def current_lrs(self):
         """The learning rate each group will use at the next step (schedule x plateau factor)."""
@@ -372,16 +362,18 @@ class Optimizer:
         self._build_plan()
 
     def __getstate__(self):
-        # the lock and the C-side plan are rebuilt, not pickled
+        # the C-side plan is rebuilt, not pickled
         state = self.__dict__.copy()
-        del state["_stepping"]
-        state["_lists"] = None
-        state["_plan_params"] = state["_plan_param_copies"] = state["_plan_layout"] = None
+        del state["_stepper"]
+        state["step_count"] = self.step_count
         return state
 
     def __setstate__(self, state):
+        step_count = state.pop("step_count")
         self.__dict__.update(state)
-        self._stepping = threading.Lock()
+        self._stepper = _core.Stepper(self._algorithm, self._decoupled, self.param_groups,
+                                      self._group_state)
+        self.step_count = step_count
         self._build_plan()
 
     def __repr__(self):

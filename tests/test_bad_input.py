@@ -193,3 +193,15 @@ def test_size_zero_parameter_is_fine():
     opt = fusedopt.Adam([p, q], lr=0.1)
     opt.step([np.zeros((0, 3), np.float32), np.ones(2, np.float32)])
     assert p.shape == (0, 3) and (q < 1).all()
+
+
+def test_memory_shared_across_dtypes_is_rejected():
+    raw = np.zeros(64, np.uint8)
+    as32, as64 = raw[:32].view(np.float32), raw[16:48].view(np.float64)
+    with pytest.raises(ValueError, match="shares memory"):
+        fusedopt.Adam([as32, as64])
+    p32, p64 = np.zeros(8, np.float32), np.zeros(4)
+    opt = fusedopt.SGD([p32, p64], lr=0.1)
+    with pytest.raises(ValueError, match=r"grads\[0\] shares memory with params\[1\]"):
+        opt.step([p64.view(np.float32), np.ones(4)])
+    assert not p32.any() and not p64.any()

@@ -83,8 +83,9 @@ class TensorList:
         state_names: list[str],
         writeable: bool = True,
     ) -> None: ...
-    def total_size(self) -> int:
-        """Number of elements over all tensors of the list."""
+
+def check_disjoint(lists: tuple[TensorList, ...]) -> None:
+    """Raise ValueError if buffers of different TensorLists (dtypes) share memory."""
 
 def arrays_norm(lists: tuple[TensorList, ...]) -> float:
     """Global L2 norm of the TensorLists' own arrays (NaN if any is non-finite)."""

@@ -364,9 +364,11 @@ cdef class TensorList:
             return lo
         return -1
 
-    cdef int check_grads(self, object grads) except -1:
-        """Validate this list's gradients in `grads` and record their pointers."""
+    cdef int check_grads(self, object grads, tuple lists) except -1:
+        """Validate this list's gradients in `grads` and record their pointers;
+        no gradient may overlap what any of `lists` (this one included) writes."""
         cdef Py_ssize_t i, j, pos
+        cdef TensorList other
         cdef object g_obj, p_obj
         cdef cnp.ndarray g, p
         cdef uintptr_t start
@@ -391,10 +393,11 @@ cdef class TensorList:
                                  f"(fusedopt never copies)")
             if self._sizes[i] > 0:
                 start = <uintptr_t>cnp.PyArray_DATA(g)
-                j = self._overlapping(start, start + <uintptr_t>cnp.PyArray_NBYTES(g))
-                if j >= 0:
-                    raise ValueError(f"grads[{pos}] shares memory with {self._interval_name(j)}; "
-                                     f"a gradient must not alias what the step writes")
+                for other in lists:
+                    j = other._overlapping(start, start + <uintptr_t>cnp.PyArray_NBYTES(g))
+                    if j >= 0:
+                        raise ValueError(f"grads[{pos}] shares memory with {other._interval_name(j)}; "
+                                         f"a gradient must not alias what the step writes")
             self._grad_ptrs[i] = cnp.PyArray_DATA(g)
         return 0
 
@@ -413,8 +416,6 @@ cdef class TensorList:
         for i in range(self.n_tensors):
             self._grad_ptrs[i] = self._param_ptrs[i]
 
-    def total_size(self):
-        return self._offsets[self.n_tensors]
 
 
 # ---------------------------------------------------------------------------
@@ -592,6 +593,22 @@ cdef double _norm_of(tuple lists, object seq, int n_threads, bint *non_finite) e
     return sqrt(sum_sq)
 
 
+def check_disjoint(tuple lists):
+    """Raise ValueError if buffers of different TensorLists (dtypes) share memory."""
+    cdef TensorList a, b
+    cdef Py_ssize_t i, j
+    for a in lists:
+        for b in lists:
+            if a is b:
+                continue
+            for i in range(a._n_intervals):
+                j = b._overlapping(a._intervals[i].start, a._intervals[i].end)
+                if j >= 0:
+                    raise ValueError(f"{a._interval_name(i)} shares memory with "
+                                     f"{b._interval_name(j)}; every parameter and state "
+                                     f"buffer must be distinct memory")
+
+
 def arrays_norm(tuple lists):
     """Global L2 norm of the TensorLists' own arrays (NaN if any is non-finite)."""
     cdef bint non_finite = False
@@ -652,7 +669,7 @@ cdef tuple _step(int algorithm, tuple lists, object grads, Py_ssize_t n_params, 
     cdef void *hypers = _read_groups(algorithm, groups, group_state, k, decoupled, layout)
     try:
         for i in range(n_lists):
-            (<TensorList>lists[i]).check_grads(seq)
+            (<TensorList>lists[i]).check_grads(seq, lists)
         multiplier = 1.0 / grad_scale
         if need_norm:
             norm = _norm_of(lists, seq, n_threads, &non_finite) / grad_scale

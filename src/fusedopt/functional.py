@@ -44,8 +44,10 @@ def tensor_lists(params, groups, states, state_names):
             [[slot[i] for i in positions] for slot in states],
             list(state_names),
         ))
-    lists.sort(key=lambda tl: tl.typenum)
-    return tuple(lists)
+    lists = tuple(sorted(lists, key=lambda tl: tl.typenum))
+    if len(lists) > 1:
+        _core.check_disjoint(lists)  # e.g. a float32 and a float64 view of the same bytes
+    return lists
 
 
 def _as_list(value, name, n=None):

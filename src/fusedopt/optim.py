@@ -145,8 +145,8 @@ class Optimizer:
         """Which state buffers each group needs now (changes trigger a rebuild)."""
         raise NotImplementedError
 
-    def _new_state(self, param, group):
-        """Fresh state buffers for one parameter."""
+    def _needed_state(self, group):
+        """Names of the state buffers the group's parameters need now."""
         raise NotImplementedError
 
     # -- the plan: what the kernels need, built once --------------------------
@@ -157,9 +157,9 @@ class Optimizer:
             for p in group["params"]:
                 _core.check_array(p, f"params[{index}]", True)
                 state = self.state.setdefault(index, {})
-                for name, buffer in self._new_state(p, group).items():
-                    if name not in state:
-                        state[name] = buffer
+                for name in self._needed_state(group):
+                    if name not in state:  # allocated once, zero, 64-byte aligned
+                        state[name] = aligned_zeros(p.shape, p.dtype)
                 params.append(p)
                 groups.append(g)
                 index += 1
@@ -431,12 +431,8 @@ class Adam(Optimizer):
     def _state_layout(self):
         return tuple(bool(group["amsgrad"]) for group in self.param_groups)
 
-    def _new_state(self, param, group):
-        state = {"exp_avg": aligned_zeros(param.shape, param.dtype),
-                 "exp_avg_sq": aligned_zeros(param.shape, param.dtype)}
-        if group["amsgrad"]:
-            state["max_exp_avg_sq"] = aligned_zeros(param.shape, param.dtype)
-        return state
+    def _needed_state(self, group):
+        return ADAM_STATE_NAMES if group["amsgrad"] else ADAM_STATE_NAMES[:2]
 
 
 class AdamW(Adam):
@@ -500,7 +496,5 @@ class SGD(Optimizer):
     def _state_layout(self):
         return tuple(group["momentum"] != 0 for group in self.param_groups)
 
-    def _new_state(self, param, group):
-        if group["momentum"] != 0:
-            return {"momentum_buffer": aligned_zeros(param.shape, param.dtype)}
-        return {}
+    def _needed_state(self, group):
+        return SGD_STATE_NAMES if group["momentum"] != 0 else ()

@@ -224,3 +224,9 @@ def test_fuzz_adam_step_is_correct_or_skipped(size, dtype, lr, beta1, beta2, eps
     np.testing.assert_allclose(opt.state[0]["exp_avg"], m, rtol=rtol, atol=0, equal_nan=True)
     np.testing.assert_allclose(opt.state[0]["exp_avg_sq"], v, rtol=rtol, atol=0, equal_nan=True)
     np.testing.assert_allclose(p, expected, rtol=rtol, atol=np.finfo(dtype).tiny, equal_nan=True)
+
+
+def test_grad_norm_reads_overlapping_arrays():
+    g = np.full(10, 2.0)
+    assert functional.grad_norm([g, g[:5]]) == pytest.approx(np.sqrt(40 + 20), rel=1e-15)
+    assert functional.grad_norm([g, g[:5].view(np.float32)]) > 0  # read only: no aliasing rule

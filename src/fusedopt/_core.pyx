@@ -317,7 +317,7 @@ cdef class TensorList:
                     self._state_ptrs[k][i] = cnp.PyArray_DATA(s)
                     self._add_interval(s, k + 1, positions[i])
         qsort(self._intervals, self._n_intervals, sizeof(Interval), _compare_intervals)
-        for i in range(1, self._n_intervals):
+        for i in range(1, self._n_intervals if writeable else 0):  # only what is written must be disjoint
             if self._intervals[i].start < self._intervals[i - 1].end:
                 raise ValueError(f"{self._interval_name(i)} shares memory with "
                                  f"{self._interval_name(i - 1)}; every parameter and state "

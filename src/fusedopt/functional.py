@@ -15,7 +15,7 @@ ADAM_STATE_NAMES = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
 SGD_STATE_NAMES = ("momentum_buffer",)
 
 
-def tensor_lists(params, groups, states, state_names):
+def tensor_lists(params, groups, states, state_names, writeable=True, name="params"):
     """Split parameters (and their state) by dtype into `_core.TensorList`s.
 
     Parameters
@@ -26,6 +26,10 @@ def tensor_lists(params, groups, states, state_names):
     states : list of list
         One list per state slot, aligned with `params` (None where a slot is unused).
     state_names : sequence of str
+    writeable : bool
+        Whether `params` are written (False: read-only arrays, for norms).
+    name : str
+        What errors call `params`.
 
     Returns
     -------
@@ -33,7 +37,7 @@ def tensor_lists(params, groups, states, state_names):
     """
     by_dtype = {}
     for position, param in enumerate(params):
-        _core.check_array(param, f"params[{position}]", True)
+        _core.check_array(param, f"{name}[{position}]", writeable)
         by_dtype.setdefault(param.dtype.num, []).append(position)
     lists = []
     for positions in by_dtype.values():
@@ -43,9 +47,10 @@ def tensor_lists(params, groups, states, state_names):
             [groups[i] for i in positions],
             [[slot[i] for i in positions] for slot in states],
             list(state_names),
+            writeable,
         ))
     lists = tuple(sorted(lists, key=lambda tl: tl.typenum))
-    if len(lists) > 1:
+    if writeable and len(lists) > 1:
         _core.check_disjoint(lists)  # e.g. a float32 and a float64 view of the same bytes
     return lists
 
@@ -171,19 +176,8 @@ def grad_norm(grads):
     rounding and within 1e-13 relative in the tests.  NaN if any element is NaN
     or Inf.
     """
-    return _core.arrays_norm(_stats_lists(_as_list(grads, "grads")))
-
-
-def _stats_lists(arrays):
-    """Read-only TensorLists over `arrays`, one per dtype (for norms)."""
-    by_dtype = {}
-    for position, a in enumerate(arrays):
-        _core.check_array(a, f"grads[{position}]", False)
-        by_dtype.setdefault(a.dtype.num, []).append(position)
-    lists = [_core.TensorList([arrays[i] for i in positions], positions, [0] * len(positions),
-                              [], [], False)
-             for positions in by_dtype.values()]
-    return tuple(sorted(lists, key=lambda tl: tl.typenum))
+    arrays = _as_list(grads, "grads")
+    return _core.arrays_norm(tensor_lists(arrays, [0] * len(arrays), [], (), False, "grads"))
 
 
 def clip_grad_norm_(grads, max_norm):

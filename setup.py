@@ -3,7 +3,7 @@
 OpenMP is detected by compiling a small test program with the compiler that
 will build the extension.  Without it (or with FUSEDOPT_NO_OPENMP=1) the
 package still builds and runs single-threaded, and says so at run time
-(`python -m fusedopt info`).  No host-specific flags (-march=native) are used:
+(`python -m fusedopt info`).  No host-specific flags (no -march for the build host) are used:
 the SIMD variants are chosen at run time by csrc/dispatch.c.
 """
 import os

@@ -251,3 +251,12 @@ def test_velocity_form_matches_torch_while_lr_constant():
         t.grad = torch.tensor(g)
         topt.step()
     np.testing.assert_allclose(p, t.numpy(), rtol=1e-12, atol=1e-12)
+
+
+def test_param_groups_list_cannot_be_replaced_silently():
+    opt = fusedopt.SGD([np.ones(2)], lr=0.1)
+    with pytest.raises(AttributeError):
+        opt.param_groups = [{"params": [np.ones(2)], "lr": 1.0}]
+    opt.param_groups[0]["momentum"] = 0.5  # editing the dicts is the way
+    opt.step([np.ones(2)])
+    assert "momentum_buffer" in opt.state[0]

@@ -466,7 +466,7 @@ cdef int _read_adam_groups(list groups, list group_state, Py_ssize_t k, bint dec
     cdef dict group
     cdef double beta1, beta2, eps
     for g in range(n):
-        group = <dict>groups[g]
+        group = <dict?>groups[g]
         out[g].lr = _group_lr(group, k, g, n)
         betas = group["betas"]
         if len(betas) != 2:
@@ -484,7 +484,7 @@ cdef int _read_adam_groups(list groups, list group_state, Py_ssize_t k, bint dec
         out[g].eps = eps
         out[g].weight_decay = group["weight_decay"]
         _check_rate(out[g].weight_decay, "weight_decay", g, n)
-        steps_done = (<dict>group_state[g])["step"]
+        steps_done = (<dict?>group_state[g])["step"]
         if not isinstance(steps_done, (int, np.integer)) or steps_done < 0:
             raise ValueError(f"{_group_prefix(g, n)}step must be an int >= 1, got {steps_done + 1!r}")
         out[g].step = steps_done + 1
@@ -501,7 +501,7 @@ cdef int _read_sgd_groups(list groups, list group_state, Py_ssize_t k, object la
     cdef Py_ssize_t g, n = len(groups)
     cdef dict group
     for g in range(n):
-        group = <dict>groups[g]
+        group = <dict?>groups[g]
         out[g].lr = _group_lr(group, k, g, n)
         out[g].momentum = group["momentum"]
         _check_rate(out[g].momentum, "momentum", g, n)
@@ -518,7 +518,7 @@ cdef int _read_sgd_groups(list groups, list group_state, Py_ssize_t k, object la
                              f"dampening={out[g].dampening!r}")
         out[g].maximize = bool(group["maximize"])
         out[g].lr_in_velocity = bool(group["lr_in_velocity"])
-        out[g].first_step = not (<dict>group_state[g])["momentum_started"]
+        out[g].first_step = not (<dict?>group_state[g])["momentum_started"]
         if layout is not None and (out[g].momentum != 0.0) != layout[g]:
             raise LayoutChanged()
     return 0
@@ -698,9 +698,9 @@ cdef tuple _step(int algorithm, tuple lists, object grads, Py_ssize_t n_params, 
     finally:
         free(hypers)
     for i in range(n_groups):
-        state = <dict>group_state[i]
+        state = <dict?>group_state[i]
         state["step"] += 1
-        if algorithm == ALG_SGD and (<dict>groups[i])["momentum"] != 0:
+        if algorithm == ALG_SGD and (<dict?>groups[i])["momentum"] != 0:
             state["momentum_started"] = True
     return True, (norm if need_norm else None)
 
@@ -770,8 +770,8 @@ cpdef bint plan_is_current(list param_groups, list plan_lists, list plan_copies)
     if len(plan_lists) != n:
         return False
     for g in range(n):
-        params = (<dict>param_groups[g])["params"]
-        if params is not plan_lists[g] or not same_objects(<list>params, <list>plan_copies[g]):
+        params = (<dict?>param_groups[g])["params"]
+        if params is not plan_lists[g] or not same_objects(<list?>params, <list?>plan_copies[g]):
             return False
     return True
 

@@ -83,7 +83,7 @@ class Optimizer:
         if not grad_scale > 0 or not np.isfinite(grad_scale):
             raise ValueError(f"grad_scale must be a finite number > 0, got {grad_scale!r}")
         self.defaults = dict(defaults)
-        self.param_groups = []
+        self._param_groups = []
         #: per group: {"step": steps taken, "momentum_started": SGD buffer initialised}
         self._group_state = []
         # the hot path (plan check, hyperparameters, step count) runs in C speed there
@@ -107,6 +107,13 @@ class Optimizer:
             self.add_param_group(group)
 
     # -- groups -------------------------------------------------------------
+
+    @property
+    def param_groups(self):
+        """The parameter groups: dicts of ``"params"`` and hyperparameters.  Edit the
+        dicts (e.g. ``opt.param_groups[0]["lr"] = 0.01``; it applies at the next
+        step) or call :meth:`add_param_group`; the list itself cannot be replaced."""
+        return self._param_groups
 
     def add_param_group(self, param_group):
         """Add a group of parameters with its own hyperparameters (defaults fill the rest)."""

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 import fusedopt
+from fusedopt.schedules import group_rate
 
 __all__ = [
     "DigitsSplits", "MLP", "NumpyAdam", "NumpySGD", "MissingExtraError",
@@ -251,11 +252,6 @@ class MLP:
 # ---------------------------------------------------------------------------
 
 
-def _rate_at(lr, step):
-    """A learning rate given as a number or as a schedule of the step count."""
-    return float(lr(step)) if callable(lr) else float(lr)
-
-
 class _NumpyOptimizer:
     """What the demo's training loop and ReduceLROnPlateau use of an optimizer.
 
@@ -270,8 +266,7 @@ class _NumpyOptimizer:
 
     def current_lrs(self):
         """The learning rate the next step will use (schedule times plateau factor)."""
-        group = self.param_groups[0]
-        return [_rate_at(group["lr"], self.step_count) * group["lr_factor"]]
+        return [group_rate(self.param_groups[0], self.step_count)]
 
     def step(self, grads):
         lr = self.current_lrs()[0]

@@ -40,11 +40,6 @@ def _normalize_param_groups(params):
     return [dict(group) for group in params]
 
 
-def _lr_value(lr, k):
-    """The base learning rate at step k: a number, or a schedule called with k."""
-    return float(lr(k)) if callable(lr) else float(lr)
-
-
 class Optimizer:
     """Base class: parameter groups, state, state_dict.  Subclasses set the algorithm.
 
@@ -223,8 +218,9 @@ class Optimizer:
 
     def current_lrs(self):
         """The learning rate each group will use at the next step (schedule x plateau factor)."""
-        return [_lr_value(group["lr"], self.step_count) * group["lr_factor"]
-                for group in self.param_groups]
+        from .schedules import group_rate
+
+        return [group_rate(group, self.step_count) for group in self.param_groups]
 
     # -- plateau hook (see fusedopt.schedules.ReduceLROnPlateau) ----------------
 
@@ -256,10 +252,10 @@ class Optimizer:
             saved["params"] = list(range(index, index + len(group["params"])))
             index += len(group["params"])
             groups.append(saved)
-        state = {}
+        state, group_of = {}, self._group_of_params()
         for i, buffers in self.state.items():
             entry = {name: np.array(buffer, copy=True) for name, buffer in buffers.items()}
-            entry["step"] = self._group_state[self._group_of(i)]["step"]
+            entry["step"] = self._group_state[group_of[i]]["step"]
             state[i] = entry
         return {
             "version": STATE_DICT_VERSION,
@@ -271,12 +267,9 @@ class Optimizer:
             "plateau": self._plateau.state_dict() if self._plateau is not None else None,
         }
 
-    def _group_of(self, index):
-        for g, group in enumerate(self.param_groups):
-            if index < len(group["params"]):
-                return g
-            index -= len(group["params"])
-        raise IndexError(index)
+    def _group_of_params(self):
+        """group_of[i]: the group of the i-th parameter (groups in order)."""
+        return [g for g, group in enumerate(self.param_groups) for _ in group["params"]]
 
     def load_state_dict(self, state_dict):
         """Restore a state_dict (from this class, same parameter shapes and dtypes).
@@ -307,6 +300,7 @@ class Optimizer:
                                  f"parameters, the optimizer's has {len(group['params'])}")
         steps = [None] * len(self.param_groups)
         started = [False] * len(self.param_groups)
+        group_of = self._group_of_params()
         for key, entry in state_dict["state"].items():
             i = int(key)
             if not 0 <= i < len(params):
@@ -314,12 +308,12 @@ class Optimizer:
                                  f"the optimizer has {len(params)}")
             for name, value in entry.items():
                 if name == "step":
-                    steps[self._group_of(i)] = int(value)
+                    steps[group_of[i]] = int(value)
                     continue
                 if name not in self._state_names:
                     raise ValueError(f"state_dict state[{i}] has unknown buffer {name!r}")
                 if name == "momentum_buffer":
-                    started[self._group_of(i)] = True
+                    started[group_of[i]] = True
                 value = np.asarray(value)
                 if value.shape != params[i].shape or value.dtype != params[i].dtype:
                     raise ValueError(f"state_dict state[{i}][{name!r}] is {value.dtype} "

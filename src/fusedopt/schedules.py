@@ -852,6 +852,13 @@ def _base_rate(lr: Any, step: int) -> float:
     return float(lr(step)) if callable(lr) else float(lr)
 
 
+def group_rate(group: Mapping[str, Any], step: int) -> float:
+    """The rate a param group uses at optimizer step ``step``: its ``"lr"`` (a number
+    or a schedule of the step) times its ``"lr_factor"`` (lowered by
+    :class:`ReduceLROnPlateau`; 1 when absent)."""
+    return _base_rate(group["lr"], step) * float(group.get("lr_factor", 1.0))
+
+
 class ReduceLROnPlateau:
     r"""Lower the rate when a monitored metric stops improving.
 
@@ -983,8 +990,7 @@ class ReduceLROnPlateau:
     def effective_lrs(self) -> list[float]:
         """Rates the optimizer's next step will use, one per param group."""
         step = int(self.optimizer.step_count)
-        return [_base_rate(g["lr"], step) * float(g.get("lr_factor", 1.0))
-                for g in self.optimizer.param_groups]
+        return [group_rate(g, step) for g in self.optimizer.param_groups]
 
     def is_better(self, metric: float, best: float) -> bool:
         """Whether ``metric`` improves significantly on ``best`` (False for NaN)."""

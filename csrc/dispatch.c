@@ -139,8 +139,9 @@ static int64_t tensor_at(const fo_tensor_list *t, int64_t pos)
     return lo;
 }
 
-/* Apply fn to elements [begin, end) of the concatenated range. */
-static void run_span(const fo_tensor_list *t, fo_range_fn fn, const void *groups, int64_t begin,
+/* Apply fn to elements [begin, end) of the concatenated range, one call per
+ * tensor piece; context is passed through (the kernels' group array). */
+static void run_span(const fo_tensor_list *t, fo_range_fn fn, const void *context, int64_t begin,
                      int64_t end)
 {
     int64_t i;
@@ -148,7 +149,7 @@ static void run_span(const fo_tensor_list *t, fo_range_fn fn, const void *groups
     for (i = tensor_at(t, begin); i < t->n_tensors && t->offset[i] < end; i++) {
         int64_t lo = begin > t->offset[i] ? begin - t->offset[i] : 0;
         int64_t hi = (end < t->offset[i + 1] ? end : t->offset[i + 1]) - t->offset[i];
-        if (hi > lo) fn(t, i, lo, hi, groups);
+        if (hi > lo) fn(t, i, lo, hi, context);
     }
 }
 
@@ -203,18 +204,28 @@ static double pairwise_sum(const double *x, int64_t n)
 
 /* Sum of squares of elements [begin, end) of the concatenated gradients, and a
  * probe that is NaN if any of them is NaN or Inf. */
+/* The lane accumulators of one block, filled piece by piece by run_span. */
+typedef struct {
+    fo_stats_fn fn;
+    size_t itemsize;
+    double acc[FO_STAT_LANES], probes[FO_STAT_LANES];
+} block_accumulator;
+
+static void accumulate_piece(const fo_tensor_list *t, int64_t i, int64_t lo, int64_t hi,
+                             const void *context)
+{
+    /* run_span passes its context as const; this one is the caller's own, writable */
+    block_accumulator *b = (block_accumulator *)context;
+    b->fn((const char *)t->grad[i] + lo * b->itemsize, hi - lo, b->acc, b->probes);
+}
+
 static void block_stats(const fo_tensor_list *t, fo_stats_fn fn, size_t itemsize, int64_t begin,
                         int64_t end, double *sum_sq, double *probe)
 {
-    double acc[FO_STAT_LANES] = {0}, probes[FO_STAT_LANES] = {0};
-    int64_t i;
-    for (i = tensor_at(t, begin); i < t->n_tensors && t->offset[i] < end; i++) {
-        int64_t lo = begin > t->offset[i] ? begin - t->offset[i] : 0;
-        int64_t hi = (end < t->offset[i + 1] ? end : t->offset[i + 1]) - t->offset[i];
-        if (hi > lo) fn((const char *)t->grad[i] + lo * itemsize, hi - lo, acc, probes);
-    }
-    *sum_sq = pairwise_sum(acc, FO_STAT_LANES);
-    *probe = pairwise_sum(probes, FO_STAT_LANES);
+    block_accumulator b = {fn, itemsize, {0}, {0}};
+    run_span(t, accumulate_piece, &b, begin, end);
+    *sum_sq = pairwise_sum(b.acc, FO_STAT_LANES);
+    *probe = pairwise_sum(b.probes, FO_STAT_LANES);
 }
 
 static void grad_stats(const fo_tensor_list *t, fo_stats_fn fn, size_t itemsize, int n_threads,

@@ -7,6 +7,7 @@ package still builds and runs single-threaded, and says so at run time
 the SIMD variants are chosen at run time by csrc/dispatch.c.
 """
 import os
+import runpy
 import shutil
 import sys
 import tempfile
@@ -18,7 +19,7 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 HERE = Path(__file__).parent.resolve()
-KERNEL_SOURCES = sorted(str(p.relative_to(HERE)) for p in (HERE / "csrc").glob("*.c"))
+KERNEL_SOURCES = sorted(str(p.relative_to(HERE)) for p in (HERE / "csrc").rglob("*.c"))
 
 OPENMP_TEST = r"""
 #include <omp.h>
@@ -98,6 +99,8 @@ class BuildExt(build_ext):
             f"#define FUSEDOPT_BUILD_FLAGS {_c_string(' '.join(compile_flags))}\n"
             f"#define FUSEDOPT_BUILD_OPENMP_FLAGS {_c_string(' '.join(omp_compile + omp_link))}\n"
         )
+        # the headers that csrc/kernels.def's rows need #include for
+        runpy.run_path(str(HERE / "csrc" / "generate.py"))["write_kernel_instances"](config_dir)
         for ext in self.extensions:
             ext.include_dirs.append(str(config_dir))
             ext.extra_compile_args = compile_flags + ext.extra_compile_args

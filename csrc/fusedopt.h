@@ -1,9 +1,13 @@
 /*
- * fusedopt.h: the C kernels of fusedopt and the types they share.
+ * fusedopt.h: the C API of fusedopt's kernels.
  *
- * Every kernel updates a list of tensors of one dtype in place, in one pass over
- * memory, inside one OpenMP parallel region for the whole list.  The C code does
- * arithmetic only: the Cython binding validates every buffer before calling it.
+ * A kernel is one row of kernels.def: an algorithm (algorithms/<name>.h) over a
+ * parameter storage and a state storage (storage/<type>.h).  fo_step runs a
+ * kernel over a list of tensors in place, in one pass over memory, inside one
+ * OpenMP parallel region for the whole list.  C does arithmetic only: the
+ * binding validates every buffer and every hyperparameter before calling it, and
+ * checks (fo_kernel_slots_needed) that every state buffer the kernel will touch
+ * exists.
  */
 #ifndef FUSEDOPT_H
 #define FUSEDOPT_H
@@ -14,75 +18,108 @@
 extern "C" {
 #endif
 
-/* A list of same-dtype tensors and their optimizer state, as flat buffers.
- * Tensor i has size[i] elements and occupies [offset[i], offset[i+1]) of the
- * concatenated element range; state[k][i] is the k-th state buffer of tensor i
- * (NULL where the algorithm does not use it).  group[i] selects the
- * hyperparameters of tensor i. */
-#define FO_MAX_STATE 3
+/* ------------------------------------------------------------------------- */
+/* Kernels: the enum is generated from kernels.def                            */
+/* ------------------------------------------------------------------------- */
+
+#define FO_KERNEL_ENUM(algorithm, param_storage, state_storage) \
+    FO_KERNEL_##algorithm##_##param_storage##_##state_storage,
+typedef enum {
+#define KERNEL FO_KERNEL_ENUM
+#include "kernels.def"
+#undef KERNEL
+    FO_N_KERNELS
+} fo_kernel_id;
+#undef FO_KERNEL_ENUM
+
+/* ------------------------------------------------------------------------- */
+/* Tensor lists                                                               */
+/* ------------------------------------------------------------------------- */
+
+/* At most this many state slots per algorithm (exp_avg, exp_avg_sq, ...). */
+#define FO_MAX_SLOTS 4
+
+/* Tensors of one (param storage, state storage) pair and their optimizer state.
+ * Tensor i has size[i] elements and occupies [offset[i], offset[i] + size[i]) of
+ * the concatenated element range; offset[i+1] - offset[i] is size[i] rounded up
+ * to the kernel's block (fo_kernel_block), so that every split of the range at a
+ * multiple of the block is a multiple of the block inside each tensor too.
+ * slot[k][i] is state slot k of tensor i (NULL where unused); hyper[i] indexes
+ * the hyperparameter block of tensor i (a param group, or a group's cohort of
+ * tensors with the same counters). */
 typedef struct {
     int64_t n_tensors;
     void **param;
     const void **grad;
-    void **state[FO_MAX_STATE];
+    void **slot[FO_MAX_SLOTS];
     const int64_t *size;
-    const int64_t *offset;      /* n_tensors + 1 prefix sums of size */
-    const int32_t *group;
+    const int64_t *offset;      /* n_tensors + 1 entries */
+    const int32_t *hyper;
+    double *reduced;            /* n_tensors x fo_kernel_n_reduced(): per-tensor reduction results */
 } fo_tensor_list;
 
-/* Adam / AdamW hyperparameters of one parameter group for one step.
- * The caller fills the first block; the kernel derives the rest once per call. */
-typedef struct {
-    double lr, beta1, beta2, eps, weight_decay;
-    double grad_multiplier;     /* gradients are multiplied by this first (1/loss scale x clip) */
-    int64_t step;               /* t >= 1, after this step's increment */
-    int decoupled;              /* AdamW: p *= 1 - lr*wd instead of g += wd*p */
-    int amsgrad;
-    int maximize;
-    /* derived by the kernel, once per call */
-    double step_size;           /* lr / (1 - beta1^t) */
-    double inv_bias_correction2_sqrt;  /* 1 / sqrt(1 - beta2^t) */
-} fo_adam_group;
+/* What the binding needs to know about kernel k. */
+const char *fo_kernel_name(int kernel);              /* "adam_f32_f32" */
+const char *fo_kernel_algorithm(int kernel);         /* "adam" */
+const char *fo_kernel_param_storage(int kernel);     /* "float32" */
+const char *fo_kernel_state_storage(int kernel);     /* "float32" */
+/* Space-separated field names of the algorithm's hyperparameter block, in order:
+ * inputs (read from the param group), then counters (read from the optimizer's
+ * counters before the step, written back after it). */
+const char *fo_kernel_inputs(int kernel);
+const char *fo_kernel_counters(int kernel);
+const char *fo_kernel_slots(int kernel);             /* space-separated slot names */
+int fo_kernel_n_fields(int kernel);                  /* inputs + counters */
+int64_t fo_kernel_hyper_doubles(int kernel);         /* size of one block, in doubles */
+int64_t fo_kernel_block(int kernel);                 /* span alignment in elements */
+int fo_kernel_n_reduced(int kernel);                 /* per-tensor reduction values */
+/* Bit k set: the block's options make the kernel read and write slot k. */
+unsigned fo_kernel_slots_needed(int kernel, const double *hyper);
 
-/* SGD hyperparameters of one parameter group for one step. */
-typedef struct {
-    double lr, momentum, dampening, weight_decay;
-    double grad_multiplier;
-    int nesterov;
-    int maximize;
-    int lr_in_velocity;         /* v = mu*v + lr*g; p -= v (instead of PyTorch's form) */
-    int first_step;             /* PyTorch's form starts the buffer at g */
-} fo_sgd_group;
+/* One step of `kernel` over `tensors`.  hyper holds n_hyper blocks of
+ * fo_kernel_hyper_doubles(kernel) doubles: the first field is the gradient
+ * multiplier (loss scale and clipping), then the kernel's inputs and counters
+ * in fo_kernel_inputs/fo_kernel_counters order; the rest is scratch for the
+ * kernel's per-step constants.  The kernel advances the counters in place.  */
+void fo_step(int kernel, const fo_tensor_list *tensors, double *hyper, int64_t n_hyper,
+             int n_threads);
 
-/* State slots used by each algorithm. */
-enum { FO_ADAM_EXP_AVG = 0, FO_ADAM_EXP_AVG_SQ = 1, FO_ADAM_MAX_EXP_AVG_SQ = 2 };
-enum { FO_SGD_MOMENTUM_BUFFER = 0 };
+/* ------------------------------------------------------------------------- */
+/* Gradient statistics                                                        */
+/* ------------------------------------------------------------------------- */
 
-void fo_adam_f32(const fo_tensor_list *tensors, fo_adam_group *groups, int64_t n_groups, int n_threads);
-void fo_adam_f64(const fo_tensor_list *tensors, fo_adam_group *groups, int64_t n_groups, int n_threads);
-void fo_sgd_f32(const fo_tensor_list *tensors, const fo_sgd_group *groups, int n_threads);
-void fo_sgd_f64(const fo_tensor_list *tensors, const fo_sgd_group *groups, int n_threads);
-
-/* Sum of squares of all gradients of the list, in double, by a blocked reduction
- * whose order depends only on the tensor sizes (same bits for any thread count or
- * ISA), and whether any gradient element is NaN or +-Inf.  Reads the gradients once. */
+/* Sum of squares (in double) and finiteness of one operand of every tensor of
+ * the list, by a blocked reduction whose order depends only on the tensor sizes
+ * (same bits for any thread count or ISA).  per_tensor_sum_sq (n_tensors values)
+ * may be NULL.  Reads the operand once. */
+typedef enum { FO_OPERAND_GRAD = 0, FO_OPERAND_PARAM = 1 } fo_operand;
 typedef struct {
     double sum_sq;
     int non_finite;
 } fo_grad_stats;
 
-void fo_grad_stats_f32(const fo_tensor_list *tensors, int n_threads, fo_grad_stats *out);
-void fo_grad_stats_f64(const fo_tensor_list *tensors, int n_threads, fo_grad_stats *out);
+/* storage: "float32" or "float64" (fo_storage_id). */
+int fo_storage_id(const char *name);
+int fo_stats(int storage, const fo_tensor_list *tensors, fo_operand operand, int n_threads,
+              fo_grad_stats *out, double *per_tensor_sum_sq);
 
-/* Below this many elements in a call, the kernels stay on the calling thread:
- * waking the thread team costs more than the update (measured with bench/run.py). */
+/* ------------------------------------------------------------------------- */
+/* Runtime controls                                                           */
+/* ------------------------------------------------------------------------- */
+
+/* Below this many elements in a call, the kernels stay on the calling thread. */
 int64_t fo_parallel_min_elements(void);
 void fo_set_parallel_min_elements(int64_t n);
 
-/* Threads: n <= 0 means "follow omp_get_max_threads()" (and so threadpoolctl). */
+/* Threads: n <= 0 follows omp_get_max_threads() (and so OMP_NUM_THREADS and
+ * threadpoolctl), capped at FO_MAX_THREADS; in a process forked from one that
+ * has run a parallel region, always 1 (the OpenMP runtime cannot be used there). */
+#define FO_MAX_THREADS 1024
 void fo_set_num_threads(int n);
 int fo_get_num_threads(void);
 int fo_openmp_enabled(void);
+int fo_forked_child(void);
+void fo_runtime_init(void);
 
 /* Run-time SIMD dispatch (x86-64: baseline, avx2, avx512). */
 const char *fo_simd_path(void);

@@ -8,7 +8,7 @@ import fusedopt
 def snapshot(opt):
     """Copies of every parameter and state buffer, plus the step counters."""
     params = [p.copy() for g in opt.param_groups for p in g["params"]]
-    state = {i: {k: v.copy() for k, v in s.items()} for i, s in opt.state.items()}
+    state = {i: {k: np.copy(v) for k, v in s.items()} for i, s in opt.state.items()}
     return params, state, opt.step_count
 
 
@@ -19,7 +19,7 @@ def assert_unchanged(opt, before):
         assert a.tobytes() == b.tobytes()
     for i, buffers in state.items():
         for k, v in buffers.items():
-            assert opt.state[i][k].tobytes() == v.tobytes()
+            assert np.asarray(opt.state[i][k]).tobytes() == v.tobytes()
     assert opt.step_count == step_count
 
 

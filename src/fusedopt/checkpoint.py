@@ -44,7 +44,9 @@ def save(optimizer, path):
     state_dict = optimizer.state_dict()
     arrays, state_meta = {}, {}
     for index, entry in state_dict["state"].items():
-        state_meta[str(index)] = {"step": entry.get("step")}
+        # counters in the JSON document, buffers as npz entries
+        state_meta[str(index)] = {name: value for name, value in entry.items()
+                                  if not isinstance(value, np.ndarray)}
         for name, value in entry.items():
             if isinstance(value, np.ndarray):
                 arrays[f"state/{index}/{name}"] = value
@@ -109,16 +111,25 @@ def load(optimizer, path):
         raise ValueError(f"{path} has checkpoint format {version!r}; this fusedopt reads "
                          f"{FORMAT_VERSION}")
     for g, (saved, group) in enumerate(zip(meta.get("param_groups", []), optimizer.param_groups)):
+        if not isinstance(saved, dict):
+            raise ValueError(f"{path}: param_groups[{g}] is not a table")
         if set(saved) != set(group):
             raise ValueError(f"{path}: param_groups[{g}] has hyperparameters {sorted(saved)}, "
                              f"the optimizer has {sorted(group)}")
         if "betas" in saved:
             saved["betas"] = tuple(saved["betas"])
     state = {}
-    for index, entry in meta.pop("state").items():
-        state[int(index)] = {"step": entry["step"]} if entry.get("step") is not None else {}
+    saved_state = meta.pop("state", None)
+    if not isinstance(saved_state, dict):
+        raise ValueError(f"{path}: the checkpoint has no state table")
+    for index, entry in saved_state.items():
+        if not isinstance(entry, dict):
+            raise ValueError(f"{path}: state entry {index!r} is not a table of counters")
+        state[str(index)] = dict(entry)
     for name, value in arrays.items():
-        _, index, buffer = name.split("/", 2)
-        state.setdefault(int(index), {})[buffer] = value
+        parts = name.split("/", 2)
+        if len(parts) != 3 or parts[0] != "state":
+            raise ValueError(f"{path}: unexpected array {name!r} in the checkpoint")
+        state.setdefault(parts[1], {})[parts[2]] = value
     meta["state"] = state
     optimizer.load_state_dict(meta)

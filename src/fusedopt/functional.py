@@ -8,51 +8,51 @@ before any buffer is written: a call that raises has changed nothing.
 import numpy as np
 
 from . import _core
+from .optim.adam import ADAM_SPEC
+from .optim.sgd import SGD_SPEC
 
 __all__ = ["adam_", "sgd_", "grad_norm", "clip_grad_norm_"]
 
-ADAM_STATE_NAMES = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
-SGD_STATE_NAMES = ("momentum_buffer",)
-
-
-def tensor_lists(params, groups, states, state_names, writeable=True, name="params"):
-    """Split parameters (and their state) by dtype into `_core.TensorList`s.
-
-    Parameters
-    ----------
-    params : list of ndarray
-    groups : list of int
-        Parameter group index of each parameter.
-    states : list of list
-        One list per state slot, aligned with `params` (None where a slot is unused).
-    state_names : sequence of str
-    writeable : bool
-        Whether `params` are written (False: read-only arrays, for norms).
-    name : str
-        What errors call `params`.
-
-    Returns
-    -------
-    tuple of TensorList, at most one per dtype (float32 first).
-    """
+def tensor_lists(arrays, name="params"):
+    """Read-only TensorLists (one per dtype) of `arrays`, for norms; checks each array."""
     by_dtype = {}
-    for position, param in enumerate(params):
-        _core.check_array(param, f"{name}[{position}]", writeable)
-        by_dtype.setdefault(param.dtype.num, []).append(position)
-    lists = []
-    for positions in by_dtype.values():
-        lists.append(_core.TensorList(
-            [params[i] for i in positions],
-            positions,
-            [groups[i] for i in positions],
-            [[slot[i] for i in positions] for slot in states],
-            list(state_names),
-            writeable,
-        ))
-    lists = tuple(sorted(lists, key=lambda tl: tl.typenum))
-    if writeable and len(lists) > 1:
-        _core.check_disjoint(lists)  # e.g. a float32 and a float64 view of the same bytes
-    return lists
+    for position, a in enumerate(arrays):
+        _core.check_array(a, f"{name}[{position}]", False)
+        by_dtype.setdefault(a.dtype.num, []).append(position)
+    return tuple(_core.TensorList(-1, [arrays[i] for i in positions], positions, [0] * len(positions),
+                                  [], [], False)
+                 for _, positions in sorted(by_dtype.items()))
+
+
+def _functional_step(spec, params, grads, slots, counters, group, constants=None, grad_scale=1.0):
+    """One step of `spec`'s kernels over explicit state, as the optimizers would run it.
+
+    slots maps slot names to lists aligned with `params` (None where not given);
+    counters are the counters before the step (the same for every parameter)."""
+    n = len(params)
+    for position, p in enumerate(params):
+        _core.check_array(p, f"param[{position}]", True)
+    by_kernel = {}
+    for position, p in enumerate(params):
+        by_kernel.setdefault(spec.kernel(p.dtype)["id"], []).append(position)
+    reader = spec.reader(constants)
+    has_f32 = [any(p.dtype == np.float32 for p in params)]
+    built = []
+    for kernel, positions in sorted(by_kernel.items()):
+        needed = _core.slots_needed(kernel, reader, [group], 0, has_f32)[0]
+        lists = [[(slots.get(name) or [None] * n)[i] for i in positions] for name in spec.slots]
+        for k in needed:
+            missing = [positions[j] for j, buffer in enumerate(lists[k]) if buffer is None]
+            if missing:
+                raise ValueError(f"{spec.slots[k]} is required with these options "
+                                 f"(missing for param[{missing[0]}])")
+        tensors = _core.TensorList(kernel, [params[i] for i in positions], positions,
+                                   [0] * len(positions), lists, list(spec.slots))
+        built.append(_core.ListBlocks(tensors, [0], [tuple(counters)]))
+    if len(built) > 1:
+        _core.check_disjoint(tuple(b.tensors for b in built))
+    plan = _core.Plan(reader, tuple(built), n, [{"params": list(params), **group}], has_f32)
+    _core.step_plan(plan, [group], grads, 0, grad_scale)
 
 
 def _as_list(value, name, n=None):
@@ -110,15 +110,16 @@ def adam_(param, grad, exp_avg, exp_avg_sq, *, step, lr, beta1, beta2, eps, weig
     params = _as_list(param, "param")
     n = len(params)
     grads = _as_list(grad, "grad", n)
-    states = [_as_list(exp_avg, "exp_avg", n), _as_list(exp_avg_sq, "exp_avg_sq", n),
-              _as_list(amsgrad_max, "amsgrad_max", n) or [None] * n]
-    lists = tensor_lists(params, [0] * n, states, ("exp_avg", "exp_avg_sq", "amsgrad_max"))
+    if isinstance(step, (bool, np.bool_)) or not isinstance(step, (int, np.integer)) or step < 1:
+        raise ValueError(f"step must be an int >= 1, got {step!r}")
+    if not isinstance(decoupled, (bool, np.bool_)):
+        raise TypeError(f"decoupled must be True or False, got {decoupled!r}")
+    slots = {"exp_avg": _as_list(exp_avg, "exp_avg", n), "exp_avg_sq": _as_list(exp_avg_sq, "exp_avg_sq", n),
+             "max_exp_avg_sq": _as_list(amsgrad_max, "amsgrad_max", n)}
     group = dict(lr=lr, betas=(beta1, beta2), eps=eps, weight_decay=weight_decay,
                  amsgrad=amsgrad_max is not None, maximize=maximize)
-    if not isinstance(step, (int, np.integer)) or isinstance(step, bool) or step < 1:
-        raise ValueError(f"step must be an int >= 1, got {step!r}")
-    _core.step(_core.ADAM, lists, grads, n, [group], [{"step": step - 1}], 0, decoupled,
-               grad_scale=grad_scale)
+    _functional_step(ADAM_SPEC, params, grads, slots, (int(step) - 1,), group,
+                     {"decoupled": float(decoupled)}, grad_scale)
 
 
 def sgd_(param, grad, momentum_buffer=None, *, lr, momentum=0.0, dampening=0.0, nesterov=False,
@@ -155,14 +156,12 @@ def sgd_(param, grad, momentum_buffer=None, *, lr, momentum=0.0, dampening=0.0, 
     params = _as_list(param, "param")
     n = len(params)
     grads = _as_list(grad, "grad", n)
-    buffers = _as_list(momentum_buffer, "momentum_buffer", n)
-    if momentum != 0 and buffers is None:
-        raise ValueError("momentum_buffer is required when momentum != 0")
-    lists = tensor_lists(params, [0] * n, [buffers or [None] * n], SGD_STATE_NAMES)
+    if not isinstance(first_step, (bool, np.bool_)):
+        raise TypeError(f"first_step must be True or False, got {first_step!r}")
     group = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
                  nesterov=nesterov, maximize=maximize, lr_in_velocity=lr_in_velocity)
-    _core.step(_core.SGD, lists, grads, n, [group], [{"step": 0, "momentum_started": not first_step}],
-               0, grad_scale=grad_scale)
+    _functional_step(SGD_SPEC, params, grads, {"momentum_buffer": _as_list(momentum_buffer, "momentum_buffer", n)},
+                     (0, 0 if first_step else 1), group, None, grad_scale)
 
 
 def grad_norm(grads):
@@ -177,7 +176,7 @@ def grad_norm(grads):
     or Inf.
     """
     arrays = _as_list(grads, "grads")
-    return _core.arrays_norm(tensor_lists(arrays, [0] * len(arrays), [], (), False, "grads"))
+    return _core.arrays_norm(tensor_lists(arrays, "grads"))
 
 
 def clip_grad_norm_(grads, max_norm):

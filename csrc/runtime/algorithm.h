@@ -1,0 +1,65 @@
+/*
+ * runtime/algorithm.h: what every algorithms/<name>.h builds on.
+ *
+ * An algorithm header has two sections.
+ *
+ * Types (once): four X-macro lists and two functions,
+ *   FO_INPUTS_<name>(X)    hyperparameters read from the param group, as doubles
+ *   FO_COUNTERS_<name>(X)  per-tensor counters (step, ...): read before the step,
+ *                          advanced by prepare, written back after it
+ *   FO_DERIVED_<name>(X)   per-step constants computed by prepare
+ *   FO_SLOTS_<name>(X)     state slots, in slot order
+ *   FO_N_REDUCED_<name>    per-tensor reduction values (0: element-wise only)
+ *   static unsigned fo_<name>_slots_needed(const fo_<name>_hyper *h): bit k set
+ *                          when these options read and write slot k
+ *   static void fo_<name>_prepare(fo_<name>_hyper *h): once per step and block
+ * then FO_ALGORITHM_TYPES(<name>) before the functions (the hyperparameter
+ * struct) and FO_ALGORITHM_WRAPPERS(<name>) after them.
+ *
+ * Instance (once per kernels.def row and ISA, under FO_INSTANTIATING): the range
+ * function FO_INSTANCE(range), which updates elements [begin, end) of tensor i,
+ * written with the storage macros of runtime/instance.h (FO_C, FO_LOAD_P, ...).
+ */
+#ifndef FUSEDOPT_ALGORITHM_H
+#define FUSEDOPT_ALGORITHM_H
+
+#include <math.h>
+#include "internal.h"
+
+#if defined(__GNUC__) || defined(__clang__)
+#define FO_MAYBE_UNUSED __attribute__((unused))
+#else
+#define FO_MAYBE_UNUSED
+#endif
+
+#define FO_HYPER_FIELD(name) double name;
+#define FO_FIELD_NAME(name) #name " "
+#define FO_COUNT_ONE(name) +1
+
+/* The hyperparameter block: the gradient multiplier, inputs, counters, derived
+ * values, all doubles (so the binding fills it as a double array). */
+#define FO_ALGORITHM_TYPES(name)                                                     \
+    typedef struct {                                                                 \
+        double grad_multiplier;                                                      \
+        FO_INPUTS_##name(FO_HYPER_FIELD)                                             \
+        FO_COUNTERS_##name(FO_HYPER_FIELD)                                           \
+        FO_DERIVED_##name(FO_HYPER_FIELD)                                            \
+    } fo_##name##_hyper
+
+/* Uniform entry points for runtime/kernels.c's metadata table. */
+#define FO_ALGORITHM_WRAPPERS(name)                                                  \
+    FO_MAYBE_UNUSED static void fo_prepare_##name(double *h)                         \
+    {                                                                                \
+        fo_##name##_prepare((fo_##name##_hyper *)h);                                 \
+    }                                                                                \
+    FO_MAYBE_UNUSED static unsigned fo_slots_needed_##name(const double *h)          \
+    {                                                                                \
+        return fo_##name##_slots_needed((const fo_##name##_hyper *)h);               \
+    }                                                                                \
+    static const char fo_inputs_##name[] = FO_INPUTS_##name(FO_FIELD_NAME);          \
+    static const char fo_counters_##name[] = "" FO_COUNTERS_##name(FO_FIELD_NAME);   \
+    static const char fo_slots_##name[] = FO_SLOTS_##name(FO_FIELD_NAME);            \
+    enum { fo_n_fields_##name = 0 FO_INPUTS_##name(FO_COUNT_ONE) FO_COUNTERS_##name(FO_COUNT_ONE), \
+           fo_n_slots_##name = 0 FO_SLOTS_##name(FO_COUNT_ONE) }
+
+#endif

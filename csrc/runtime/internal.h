@@ -1,0 +1,78 @@
+/*
+ * runtime/internal.h: what the ISA files, the algorithm headers and the runtime share.
+ *
+ * Each ISA file (isa/baseline.c, isa/avx2.c, isa/avx512.c) compiles every
+ * kernels.def row under its own target and exports one table of range functions,
+ * named by kernel id.  runtime/dispatch.c picks a table at import;
+ * runtime/driver.c splits the work across threads.
+ */
+#ifndef FUSEDOPT_INTERNAL_H
+#define FUSEDOPT_INTERNAL_H
+
+#include <stddef.h>
+#include "../fusedopt.h"
+#include "../storage/all.h"
+
+/* x86-64 with GCC or Clang: compile AVX2 and AVX-512 variants and pick one at run time. */
+#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__) && !defined(FUSEDOPT_NO_DISPATCH)
+#define FO_X86_DISPATCH 1
+#endif
+
+#if defined(_MSC_VER)
+#define FO_ALWAYS_INLINE static __forceinline
+#define FO_RESTRICT __restrict
+#else
+#define FO_ALWAYS_INLINE static inline __attribute__((always_inline))
+#define FO_RESTRICT restrict
+#endif
+
+#if defined(_OPENMP) || defined(FO_HAVE_OPENMP_SIMD)
+#define FO_PRAGMA_SIMD _Pragma("omp simd")
+#else
+#define FO_PRAGMA_SIMD
+#endif
+
+/* Update elements [begin, end) of tensor i; hyper points to the kernel's blocks. */
+typedef void (*fo_range_fn)(const fo_tensor_list *tensors, int64_t i, int64_t begin, int64_t end,
+                            const void *hyper);
+
+/* Storages whose gradients the statistics pass reads (an index of fo_stats). */
+#define FO_STATS_STORAGES(X) X(f32) X(f64)
+#define FO_STORAGE_ENUM(s) FO_STORAGE_ID_##s,
+enum { FO_STATS_STORAGES(FO_STORAGE_ENUM) FO_N_STATS_STORAGES };
+#undef FO_STORAGE_ENUM
+
+/* Accumulate squares and the finiteness probe of n elements into lanes. */
+#define FO_STAT_LANES 8
+typedef void (*fo_stats_fn)(const void *data, int64_t n, double *acc, double *probe);
+
+typedef struct {
+    const char *name;
+    fo_range_fn range[FO_N_KERNELS];
+    fo_stats_fn stats[FO_N_STATS_STORAGES];
+} fo_isa_kernels;
+
+extern const fo_isa_kernels fo_kernels_baseline;
+#if defined(FO_X86_DISPATCH)
+extern const fo_isa_kernels fo_kernels_avx2;
+extern const fo_isa_kernels fo_kernels_avx512;
+#endif
+
+/* runtime/dispatch.c */
+const fo_isa_kernels *fo_active_kernels(void);
+
+/* runtime/kernels.c: the ISA-independent description of each kernel. */
+typedef struct {
+    const char *name, *algorithm, *param_storage, *state_storage;
+    const char *inputs, *counters, *slots;
+    int n_fields, n_slots, n_reduced;
+    int64_t hyper_doubles, block, param_itemsize;
+    void (*prepare)(double *hyper);
+    unsigned (*slots_needed)(const double *hyper);
+} fo_kernel_meta;
+extern const fo_kernel_meta fo_kernel_table[FO_N_KERNELS];
+
+/* runtime/threads.c */
+int fo_effective_threads(int requested);
+
+#endif

@@ -1,0 +1,189 @@
+# Hyperparameter readers: param-group dicts -> validated C hyperparameter blocks.
+# (Included by _core.pyx.)
+
+# What a hyperparameter is (the `kind` of fusedopt.optim._spec.Hyper)
+cdef enum Kind:
+    KIND_LR            # a number >= 0, or a schedule called with the step count
+    KIND_RATE          # a finite number >= 0
+    KIND_UNIT          # 0 <= x <= 1
+    KIND_POSITIVE      # a finite number > 0 that does not round to 0 in float32 parameters
+    KIND_BOOL          # True or False
+    KIND_BETAS         # a pair of numbers in [0, 1): two fields
+    KIND_CONSTANT      # fixed by the class, not read from the group
+
+KINDS = {"lr": KIND_LR, "rate": KIND_RATE, "unit": KIND_UNIT, "positive": KIND_POSITIVE,
+         "bool": KIND_BOOL, "betas": KIND_BETAS, "constant": KIND_CONSTANT}
+
+
+cdef str _group_prefix(Py_ssize_t g, Py_ssize_t n_groups):
+    return f"param_groups[{g}]: " if n_groups > 1 else ""
+
+
+cdef double _number(object value, str name, str prefix) except? -1.0:
+    """`value` as a double: Python and NumPy reals only (no bool, no str)."""
+    if type(value) is float:
+        return <double>value
+    if isinstance(value, bool) or isinstance(value, np.bool_) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{prefix}{name} must be a real number, got {type(value).__name__}")
+    return <double>float(value)
+
+
+cdef class HyperReader:
+    """Reads the hyperparameters of every param group into C rows (one double per
+    kernel input, in fo_kernel_inputs order), validating each.
+
+    Parameters
+    ----------
+    inputs : tuple of str
+        The kernel's input fields, in order.
+    program : list of (key, kind, fields, constant)
+        How each field is filled: from group[key] (kind names the check), or
+        from `constant`.  Every input must be filled exactly once.
+    check : callable or None
+        check(group) raises for invalid combinations (nesterov without
+        momentum...); called when a group's values differ from the last ones it
+        accepted.
+    """
+    cdef readonly tuple inputs
+    cdef readonly Py_ssize_t n_inputs
+    cdef list _keys
+    cdef int *_kinds
+    cdef int *_fields        # first field of each entry
+    cdef double *_constants
+    cdef Py_ssize_t _n_entries
+    cdef object _check
+    cdef double *_accepted   # the last rows check() accepted
+    cdef Py_ssize_t _n_accepted
+
+    def __cinit__(self):
+        self._kinds = NULL
+        self._fields = NULL
+        self._constants = NULL
+        self._accepted = NULL
+        self._n_accepted = 0
+
+    def __dealloc__(self):
+        free(self._kinds)
+        free(self._fields)
+        free(self._constants)
+        free(self._accepted)
+
+    def __init__(self, tuple inputs, list program, object check=None):
+        cdef Py_ssize_t e, n = len(program)
+        filled = []
+        self.inputs = inputs
+        self.n_inputs = len(inputs)
+        self._n_entries = n
+        self._keys = []
+        self._check = check
+        self._kinds = <int *>malloc(max(n, 1) * sizeof(int))
+        self._fields = <int *>malloc(max(n, 1) * sizeof(int))
+        self._constants = <double *>malloc(max(n, 1) * sizeof(double))
+        if self._kinds == NULL or self._fields == NULL or self._constants == NULL:
+            raise MemoryError()
+        for e in range(n):
+            key, kind, fields, constant = program[e]
+            fields = tuple(fields)
+            if kind not in KINDS:
+                raise ValueError(f"unknown hyperparameter kind {kind!r}")
+            for field in fields:
+                if field not in inputs:
+                    raise ValueError(f"{key!r} fills {field!r}, which is not a kernel input {inputs}")
+            expected = [inputs[inputs.index(fields[0]) + j] for j in range(len(fields))] if fields else []
+            if list(fields) != expected or len(fields) != (2 if kind == "betas" else 1):
+                raise ValueError(f"{key!r} must fill consecutive kernel inputs, got {fields}")
+            filled.extend(fields)
+            self._keys.append(key)
+            self._kinds[e] = KINDS[kind]
+            self._fields[e] = inputs.index(fields[0])
+            self._constants[e] = float(constant) if constant is not None else 0.0
+        if sorted(filled) != sorted(inputs):
+            raise ValueError(f"the spec fills {sorted(filled)}, the kernel reads {sorted(inputs)}")
+
+    cdef int read(self, list groups, Py_ssize_t k, const unsigned char *has_f32,
+                  double *rows) except -1:
+        """Fill rows[g * n_inputs + field] for every group g at step count k."""
+        cdef Py_ssize_t g, e, n = len(groups)
+        cdef double *row
+        cdef str prefix, key
+        cdef object group_obj, raw
+        cdef bint changed = False
+        for g in range(n):
+            group_obj = groups[g]
+            if type(group_obj) is not dict:
+                raise TypeError(f"param_groups[{g}] must be a dict, got {type(group_obj).__name__}")
+            prefix = _group_prefix(g, n)
+            row = rows + g * self.n_inputs
+            for e in range(self._n_entries):
+                if self._kinds[e] == KIND_CONSTANT:
+                    row[self._fields[e]] = self._constants[e]
+                    continue
+                key = <str>self._keys[e]
+                raw = (<dict>group_obj).get(key, _MISSING)
+                if raw is _MISSING:
+                    raise ValueError(f"{prefix}the param group has no {key!r}")
+                self._read_one(raw, key, <Kind>self._kinds[e], prefix, k,
+                               has_f32[g] if has_f32 != NULL else 0, row + self._fields[e])
+        if self._check is not None:
+            if self._n_accepted != n:
+                free(self._accepted)
+                self._accepted = <double *>malloc(max(n * self.n_inputs, 1) * sizeof(double))
+                if self._accepted == NULL:
+                    self._n_accepted = 0
+                    raise MemoryError()
+                self._n_accepted = n
+                changed = True
+            for g in range(n):
+                if changed or memcmp(self._accepted + g * self.n_inputs, rows + g * self.n_inputs,
+                                     self.n_inputs * sizeof(double)) != 0:
+                    try:
+                        self._check(groups[g])
+                    except (TypeError, ValueError) as exc:
+                        self._n_accepted = -1    # check them all again next time
+                        raise type(exc)(f"{_group_prefix(g, n)}{exc}") from None
+                    memcpy(self._accepted + g * self.n_inputs, rows + g * self.n_inputs,
+                           self.n_inputs * sizeof(double))
+        return 0
+
+    cdef int _read_one(self, object raw, str key, Kind kind, str prefix, Py_ssize_t k,
+                       bint has_f32, double *out) except -1:
+        cdef double value
+        if kind == KIND_BOOL:
+            if raw is True or raw is False or isinstance(raw, np.bool_):
+                out[0] = 1.0 if raw else 0.0
+                return 0
+            raise TypeError(f"{prefix}{key} must be True or False, got {raw!r}")
+        if kind == KIND_BETAS:
+            if not isinstance(raw, (tuple, list)) or len(raw) != 2:
+                raise TypeError(f"{prefix}{key} must be a pair of numbers (beta1, beta2), got {raw!r}")
+            for j in range(2):
+                value = _number(raw[j], f"{key}[{j}]", prefix)
+                if not (0.0 <= value < 1.0):
+                    raise ValueError(f"{prefix}{key}[{j}] must be in [0, 1), got {raw[j]!r}")
+                out[j] = value
+            return 0
+        if kind == KIND_LR and not (type(raw) is float) and callable(raw):
+            try:
+                scheduled = raw(k)
+            except (TypeError, ValueError) as exc:
+                raise type(exc)(f"{prefix}{key} schedule failed at step {k}: {exc}") from None
+            value = _number(scheduled, f"{key} (its schedule's value at step {k})", prefix)
+        else:
+            if kind == KIND_LR and not isinstance(raw, numbers.Real):
+                raise TypeError(f"{prefix}{key} must be a number or a schedule, got {type(raw).__name__}")
+            value = _number(raw, key, prefix)
+        if not isfinite(value) or value < 0.0:
+            raise ValueError(f"{prefix}{key} must be a finite number >= 0, got {raw!r}")
+        if kind == KIND_UNIT and value > 1.0:
+            raise ValueError(f"{prefix}{key} must be in [0, 1], got {raw!r}")
+        if kind == KIND_POSITIVE:
+            if not value > 0.0:
+                raise ValueError(f"{prefix}{key} must be a finite number > 0, got {raw!r}")
+            if has_f32 and not (<float>value > 0.0):
+                raise ValueError(f"{prefix}{key} = {raw!r} rounds to 0 in float32: use a value "
+                                 f">= {np.finfo(np.float32).smallest_subnormal} with float32 parameters")
+        out[0] = value
+        return 0
+
+
+cdef object _MISSING = object()

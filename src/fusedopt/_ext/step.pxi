@@ -1,0 +1,307 @@
+# The step: plans (what the kernels need, built once) and the hot path.
+# (Included by _core.pyx.)
+
+class LayoutChanged(Exception):
+    """A group's options now need state slots the plan lacks (rebuild and retry)."""
+
+
+cdef class ListBlocks:
+    """The hyperparameter blocks of one TensorList: one per (param group, counters) cohort."""
+    cdef readonly TensorList tensors
+    cdef double *hyper
+    cdef int32_t *group
+    cdef unsigned *slots_present
+    cdef readonly Py_ssize_t n_blocks
+    cdef int64_t stride
+    cdef int n_inputs, n_counters
+
+    def __cinit__(self):
+        self.hyper = NULL
+        self.group = NULL
+        self.slots_present = NULL
+
+    def __dealloc__(self):
+        free(self.hyper)
+        free(self.group)
+        free(self.slots_present)
+
+    def __init__(self, TensorList tensors, list block_groups, list block_counters):
+        cdef Py_ssize_t b, i, j, n = len(block_groups)
+        cdef int k, kernel = tensors.kernel
+        self.tensors = tensors
+        self.n_blocks = n
+        self.stride = fo_kernel_hyper_doubles(kernel)
+        self.n_inputs = len(fo_kernel_inputs(kernel).split())
+        self.n_counters = len(fo_kernel_counters(kernel).split())
+        self.hyper = <double *>calloc(max(n, 1) * self.stride, sizeof(double))
+        self.group = <int32_t *>malloc(max(n, 1) * sizeof(int32_t))
+        self.slots_present = <unsigned *>malloc(max(n, 1) * sizeof(unsigned))
+        if self.hyper == NULL or self.group == NULL or self.slots_present == NULL:
+            raise MemoryError()
+        for b in range(n):
+            self.group[b] = block_groups[b]
+            self.slots_present[b] = ~0u
+            counters = block_counters[b]
+            if len(counters) != self.n_counters:
+                raise ValueError("ListBlocks: wrong number of counters")
+            for j in range(self.n_counters):
+                self.hyper[b * self.stride + 1 + self.n_inputs + j] = <double>counters[j]
+        for i in range(tensors.n_tensors):
+            b = tensors.hyper_of(i)
+            if not 0 <= b < n:
+                raise ValueError("ListBlocks: a tensor's block is out of range")
+            for k in range(FO_MAX_SLOTS):
+                if not tensors.has_slot(i, k):
+                    self.slots_present[b] &= ~(1u << k)
+
+    cdef int fill(self, const double *rows, double multiplier) except -1:
+        """Copy each block's group row into it; LayoutChanged if a block's options
+        need a slot one of its tensors lacks."""
+        cdef Py_ssize_t b
+        cdef double *block
+        for b in range(self.n_blocks):
+            block = self.hyper + b * self.stride
+            block[0] = multiplier
+            memcpy(block + 1, rows + self.group[b] * self.n_inputs, self.n_inputs * sizeof(double))
+            if fo_kernel_slots_needed(self.tensors.kernel, block) & ~self.slots_present[b]:
+                raise LayoutChanged()
+        return 0
+
+    def counters(self, Py_ssize_t block):
+        """The counters of a block, as ints."""
+        cdef Py_ssize_t j
+        if not 0 <= block < self.n_blocks:
+            raise IndexError(block)
+        return tuple(int(self.hyper[block * self.stride + 1 + self.n_inputs + j])
+                     for j in range(self.n_counters))
+
+
+cdef class Plan:
+    """What one optimizer's step needs, validated once: the ListBlocks (one per
+    kernel in use), the reader of the groups' hyperparameters, and the identity of
+    what it was built from (each group dict, its params list and their arrays).
+    Holds references to every array the kernels touch."""
+    cdef readonly tuple blocks
+    cdef readonly Py_ssize_t n_params
+    cdef readonly HyperReader reader
+    cdef list _group_dicts
+    cdef list _params_lists
+    cdef list _params_copies
+    cdef unsigned char *_has_f32
+
+    def __cinit__(self):
+        self._has_f32 = NULL
+
+    def __dealloc__(self):
+        free(self._has_f32)
+
+    def __init__(self, HyperReader reader, tuple blocks, Py_ssize_t n_params, list param_groups,
+                 list has_f32):
+        cdef Py_ssize_t g, n = len(param_groups)
+        self.reader = reader
+        self.blocks = blocks
+        self.n_params = n_params
+        self._group_dicts = list(param_groups)
+        self._params_lists = [group["params"] for group in param_groups]
+        self._params_copies = [list(group["params"]) for group in param_groups]
+        self._has_f32 = <unsigned char *>malloc(max(n, 1))
+        if self._has_f32 == NULL:
+            raise MemoryError()
+        for g in range(n):
+            self._has_f32[g] = bool(has_f32[g])
+
+    cpdef bint is_current(self, list param_groups):
+        """True if the groups are the same dicts holding the same params lists with
+        the same arrays in the same order as when the plan was built (identity, C speed)."""
+        cdef Py_ssize_t g, i, n = len(param_groups)
+        cdef list params, copy
+        if len(self._group_dicts) != n:
+            return False
+        for g in range(n):
+            group = param_groups[g]
+            if group is not self._group_dicts[g] or type(group) is not dict:
+                return False
+            params = (<dict>group).get("params")
+            if params is not self._params_lists[g] or type(params) is not list:
+                return False
+            copy = <list>self._params_copies[g]
+            if len(params) != len(copy):
+                return False
+            for i in range(len(copy)):
+                if <PyObject *>params[i] is not <PyObject *>copy[i]:
+                    return False
+        return True
+
+    cdef tuple run(self, list groups, object grads, Py_ssize_t k, double grad_scale,
+                   double max_grad_norm, bint skip_nonfinite):
+        """One step (see `step`)."""
+        cdef Py_ssize_t n_groups = len(groups), i
+        cdef ListBlocks lb
+        cdef int n_threads = fo_get_num_threads()
+        cdef double multiplier, norm = 0.0
+        cdef bint non_finite = False, need_norm = max_grad_norm > 0.0 or skip_nonfinite
+        cdef double *rows
+        cdef tuple lists = tuple([lb.tensors for lb in self.blocks])
+        if not (grad_scale > 0.0) or not isfinite(grad_scale):
+            raise ValueError(f"grad_scale must be a finite number > 0, got {grad_scale!r}")
+        if not (max_grad_norm >= 0.0) or not isfinite(max_grad_norm):
+            raise ValueError(f"max_grad_norm must be a finite number > 0 (or None), got {max_grad_norm!r}")
+        rows = <double *>malloc(max(n_groups * self.reader.n_inputs, 1) * sizeof(double))
+        if rows == NULL:
+            raise MemoryError()
+        try:
+            # user code (schedules) runs here, before the gradients are taken
+            self.reader.read(groups, k, self._has_f32, rows)
+            seq = _as_tuple(grads, self.n_params)
+            for lb in self.blocks:
+                lb.fill(rows, 1.0)
+            for lb in self.blocks:
+                lb.tensors.check_grads(seq, lists)
+            multiplier = 1.0 / grad_scale
+            if need_norm:
+                norm = _norm_of(lists, seq, n_threads, &non_finite, FO_OPERAND_GRAD) / grad_scale
+                if non_finite and skip_nonfinite:
+                    return False, norm
+                if max_grad_norm > 0.0:
+                    multiplier *= min(1.0, max_grad_norm / (norm + 1e-6))
+            for lb in self.blocks:
+                lb.fill(rows, multiplier)
+            for lb in self.blocks:
+                with nogil:
+                    fo_step(lb.tensors.kernel, &lb.tensors.c, lb.hyper, lb.n_blocks, n_threads)
+        finally:
+            free(rows)
+            for lb in self.blocks:
+                lb.tensors.release_grads()
+        return True, (norm if need_norm else None)
+
+
+cdef tuple _as_tuple(object grads, Py_ssize_t expected):
+    """The gradients as a tuple (a snapshot: the caller's list may change meanwhile)."""
+    if isinstance(grads, (list, tuple)):
+        seq = tuple(grads)
+    elif cnp.PyArray_Check(grads):
+        raise TypeError("grads must be a sequence of arrays (one per parameter), got one ndarray")
+    else:
+        try:
+            seq = tuple(grads)
+        except TypeError:
+            raise TypeError(f"grads must be a sequence of arrays, got {type(grads).__name__}") from None
+    if len(seq) != expected:
+        raise ValueError(f"grads has {len(seq)} arrays but the optimizer has {expected} parameters")
+    return seq
+
+
+cdef double _scaled_norm(object seq):
+    """Norm of arrays whose squares overflow a double: NumPy, scaled by the largest |x|."""
+    largest = max((float(np.max(np.abs(a))) for a in seq if a.size), default=0.0)
+    if largest == 0.0:
+        return 0.0
+    return largest * float(np.sqrt(sum(np.sum(np.square(a / largest)) for a in seq)))
+
+
+cdef double _norm_of(tuple lists, object seq, int n_threads, bint *non_finite,
+                     fo_operand operand) except? -1.0:
+    """Global L2 norm of the lists' gradients (or params), in a fixed order (list
+    order), the same bits for any thread count."""
+    cdef double sum_sq = 0.0
+    cdef fo_grad_stats stats
+    cdef TensorList tl
+    non_finite[0] = False
+    for tl in lists:
+        tl.stats(operand, n_threads, &stats)
+        sum_sq += stats.sum_sq
+        non_finite[0] = non_finite[0] or stats.non_finite
+    if non_finite[0]:
+        return float("nan")
+    if sum_sq == float("inf"):  # finite values whose squares overflow (float64 only)
+        return _scaled_norm(seq)
+    return sqrt(sum_sq)
+
+
+def arrays_norm(tuple lists):
+    """Global L2 norm of the TensorLists' own arrays (NaN if any is non-finite)."""
+    cdef bint non_finite = False
+    cdef TensorList tl
+    arrays = []
+    for tl in lists:
+        arrays.extend(tl.params)
+    return _norm_of(lists, arrays, fo_get_num_threads(), &non_finite, FO_OPERAND_PARAM)
+
+
+cdef class Stepper:
+    """An optimizer's step at C speed: the busy flag, the plan check, the step count.
+
+    `run` returns None when the plan no longer matches the param groups (or a
+    group's options need slots it lacks): the optimizer then rebuilds the plan
+    (holding `lock`) and calls again.  `lock` (a reentrant lock) serialises the
+    step with state_dict/load_state_dict/save; a step that finds it held, or this
+    optimizer already stepping, raises RuntimeError and changes nothing.
+    """
+    cdef public Plan plan
+    cdef public list param_groups
+    cdef public Py_ssize_t step_count
+    cdef readonly object lock
+    cdef bint busy
+
+    def __init__(self, list param_groups):
+        self.param_groups = param_groups
+        self.plan = None
+        self.step_count = 0
+        self.lock = threading.RLock()
+        self.busy = False
+
+    def run(self, object grads, double grad_scale, double max_grad_norm, bint skip_nonfinite):
+        """One step: (applied, grad_norm), or None if the plan must be rebuilt first."""
+        cdef tuple result
+        cdef Plan plan = self.plan
+        if self.busy or not self.lock.acquire(False):
+            raise RuntimeError("this optimizer is already in use in another thread (a step, "
+                               "state_dict, load_state_dict or save); step one optimizer "
+                               "from one thread at a time")
+        self.busy = True
+        try:
+            if plan is None or not plan.is_current(self.param_groups):
+                return None
+            try:
+                result = plan.run(self.param_groups, grads, self.step_count, grad_scale,
+                                  max_grad_norm, skip_nonfinite)
+            except LayoutChanged:
+                return None
+            if result[0]:
+                self.step_count += 1
+            return result
+        finally:
+            self.busy = False
+            self.lock.release()
+
+
+def step_plan(Plan plan, list groups, object grads, Py_ssize_t k, double grad_scale=1.0,
+              double max_grad_norm=0.0, bint skip_nonfinite=False):
+    """One step over a plan built for these groups (the functional layer's entry point);
+    raises LayoutChanged if a group needs slots the plan lacks."""
+    return plan.run(groups, grads, k, grad_scale, max_grad_norm, skip_nonfinite)
+
+
+def slots_needed(int kernel, HyperReader reader, list groups, Py_ssize_t k, list has_f32):
+    """For each group: the slot numbers its options make `kernel` use (validates the groups)."""
+    cdef Py_ssize_t g, n = len(groups), j
+    cdef unsigned mask
+    cdef double *block = <double *>calloc(max(fo_kernel_hyper_doubles(kernel), 1), sizeof(double))
+    cdef double *rows = <double *>malloc(max(n * reader.n_inputs, 1) * sizeof(double))
+    cdef unsigned char *flags = <unsigned char *>malloc(max(n, 1))
+    if block == NULL or rows == NULL or flags == NULL:
+        free(block); free(rows); free(flags)
+        raise MemoryError()
+    try:
+        for g in range(n):
+            flags[g] = bool(has_f32[g])
+        reader.read(groups, k, flags, rows)
+        result = []
+        for g in range(n):
+            memcpy(block + 1, rows + g * reader.n_inputs, reader.n_inputs * sizeof(double))
+            mask = fo_kernel_slots_needed(kernel, block)
+            result.append([j for j in range(FO_MAX_SLOTS) if mask & (1u << j)])
+        return result
+    finally:
+        free(block); free(rows); free(flags)

@@ -1,0 +1,568 @@
+"""The optimizer base class: param groups, per-array state, the plan, state_dict.
+
+State belongs to the array, not to its position: each parameter array's slots
+and counters are kept under the array's identity, so whatever is done to
+``param_groups`` between steps (groups appended, popped or replaced, arrays
+inserted, removed or reordered), each array keeps its own state, a new array
+starts fresh and a removed array's state is dropped.  What the kernels need
+(pointer arrays, hyperparameter blocks, overlap checks) is built once into a
+plan, and rebuilt only when the groups or the state layout change.
+"""
+import copy
+import numbers
+
+import numpy as np
+
+from .. import _core
+from .._memory import aligned_zeros
+
+__all__ = ["Optimizer"]
+
+#: state_dict layout version, checked on load
+STATE_DICT_VERSION = 2
+
+
+class _ArrayState:
+    """One parameter array's optimizer state: its slot buffers and counters."""
+
+    __slots__ = ("array", "slots", "counters")
+
+    def __init__(self, array, n_counters):
+        self.array = array           # held, so that id(array) stays this array's
+        self.slots = {}
+        self.counters = (0,) * n_counters
+
+
+def _normalize_params(params):
+    """`params` (arrays or group dicts) as a list of group dicts."""
+    if isinstance(params, (np.ndarray, dict)):
+        raise TypeError("params must be a list of arrays or a list of param-group dicts, "
+                        f"got a single {type(params).__name__}")
+    try:
+        params = list(params)
+    except TypeError:
+        raise TypeError(f"params must be a list of arrays or of dicts, got {type(params).__name__}") from None
+    if not params:
+        raise ValueError("params is empty: the optimizer needs at least one parameter")
+    n_dicts = sum(isinstance(p, dict) for p in params)
+    if n_dicts == 0:
+        return [{"params": params}]
+    if n_dicts != len(params):
+        raise TypeError("params must be all arrays or all param-group dicts, not a mix")
+    return [dict(group) for group in params]
+
+
+def _real(name, value, minimum, allow_none=False, strictly=False):
+    if value is None and allow_none:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number{' or None' if allow_none else ''}, "
+                        f"got {type(value).__name__}")
+    value = float(value)
+    if not np.isfinite(value) or value < minimum or (strictly and value == minimum):
+        raise ValueError(f"{name} must be a finite number {'>' if strictly else '>='} {minimum}, "
+                         f"got {value!r}")
+    return value
+
+
+class Optimizer:
+    """Base class of fusedopt's optimizers.  A subclass sets ``spec`` (its
+    :class:`~fusedopt.optim._spec.Spec`) and passes its defaults.
+
+    Parameters
+    ----------
+    params : list of ndarray or list of dict
+        Arrays updated in place (C-contiguous, aligned, writeable, any shape;
+        dtypes as the algorithm's kernels), or param-group dicts
+        ``{"params": [...], "lr": ..., ...}`` whose keys override the defaults.
+    defaults : dict
+        Default hyperparameters.
+    skip_nonfinite : bool, default False
+        When any gradient of a step holds NaN or Inf, skip the step: no
+        parameter, state buffer or counter changes, ``step()`` returns False
+        and ``skipped_steps`` counts it.  Off by default because it costs one
+        extra read of the gradients (free when ``max_grad_norm`` is set).
+    max_grad_norm : float, optional
+        Clip the global L2 norm of all gradients of the step to this, inside the
+        update kernels (the gradients are not rewritten); the norm of each step
+        is kept in ``last_grad_norm``.
+    grad_scale : float, default 1.0
+        Loss scale: gradients are divided by it inside the kernels.
+
+    Notes
+    -----
+    ``param_groups`` may be edited between steps like PyTorch's: change a value
+    (``g["lr"] *= 0.1``), append or pop groups, replace a group dict, insert or
+    remove arrays.  Missing hyperparameters of a new group are filled from the
+    defaults at the next step; every value is checked before anything is written.
+    A group's ``"lr"`` holds what was given: a number, or a schedule (a callable
+    of the step count, evaluated at each step); :meth:`current_lrs` gives the
+    rates the next step will use.
+
+    One optimizer is stepped from one thread at a time: a step that finds another
+    step, ``state_dict``, ``load_state_dict`` or ``save`` running in another
+    thread raises RuntimeError and changes nothing; those three wait for a
+    running step instead.
+    """
+
+    spec = None
+
+    def __init__(self, params, defaults, *, skip_nonfinite=False, max_grad_norm=None,
+                 grad_scale=1.0):
+        self.skip_nonfinite = skip_nonfinite
+        self.max_grad_norm = max_grad_norm
+        self.grad_scale = grad_scale
+        self.defaults = dict(defaults)
+        self._param_groups = []
+        self._states = {}            # id(array) -> _ArrayState
+        self._members = []           # (ArrayState, ListBlocks, block) of the current plan
+        self._reader = self.spec.reader()
+        self._stepper = _core.Stepper(self._param_groups)
+        self._schedulers = []
+        self._pending_scheduler_states = []
+        #: steps skipped because of non-finite gradients
+        self.skipped_steps = 0
+        #: global norm of the last step's unscaled gradients (when it was computed), else None
+        self.last_grad_norm = None
+        self._param_groups.extend(_normalize_params(params))
+        self._build_plan()
+
+    # -- gradient safety options (checked when set) ----------------------------
+
+    @property
+    def skip_nonfinite(self):
+        """Skip (change nothing) when any gradient holds NaN or Inf."""
+        return self._skip_nonfinite
+
+    @skip_nonfinite.setter
+    def skip_nonfinite(self, value):
+        if not isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"skip_nonfinite must be True or False, got {value!r}")
+        self._skip_nonfinite = bool(value)
+
+    @property
+    def max_grad_norm(self):
+        """Clip the global gradient norm to this inside the kernels (None: no clipping)."""
+        return self._max_grad_norm
+
+    @max_grad_norm.setter
+    def max_grad_norm(self, value):
+        self._max_grad_norm = _real("max_grad_norm", value, 0.0, allow_none=True, strictly=True)
+
+    @property
+    def grad_scale(self):
+        """Loss scale: gradients are divided by it inside the kernels."""
+        return self._grad_scale
+
+    @grad_scale.setter
+    def grad_scale(self, value):
+        self._grad_scale = _real("grad_scale", value, 0.0, strictly=True)
+
+    # -- groups -------------------------------------------------------------
+
+    @property
+    def param_groups(self):
+        """The parameter groups: dicts of ``"params"`` (a list of arrays) and
+        hyperparameters.  Edit them between steps as in PyTorch; the list itself
+        cannot be rebound."""
+        return self._param_groups
+
+    def add_param_group(self, param_group):
+        """Add a group of parameters with its own hyperparameters (defaults fill the rest).
+
+        Checked at once: a bad group raises and leaves the optimizer as it was."""
+        if not isinstance(param_group, dict):
+            raise TypeError(f"param_group must be a dict, got {type(param_group).__name__}")
+        with self._stepper.lock:
+            self._param_groups.append(dict(param_group))
+            try:
+                self._build_plan()
+            except BaseException:
+                self._param_groups.pop()
+                raise
+
+    def _complete_groups(self):
+        """Give every group a list-valued "params" and the defaults it lacks."""
+        for g, group in enumerate(self._param_groups):
+            if type(group) is not dict:
+                raise TypeError(f"param_groups[{g}] must be a dict, got {type(group).__name__}")
+            if "params" not in group:
+                raise ValueError(f"param_groups[{g}] has no 'params'")
+            params = group["params"]
+            if isinstance(params, np.ndarray):
+                group["params"] = [params]
+            elif type(params) is not list:
+                try:
+                    group["params"] = list(params)
+                except TypeError:
+                    raise TypeError(f"param_groups[{g}]['params'] must be a list of arrays, "
+                                    f"got {type(params).__name__}") from None
+            for name, value in self.defaults.items():
+                group.setdefault(name, value)
+
+    def _all_params(self):
+        return [p for group in self._param_groups for p in group["params"]]
+
+    # -- the plan: what the kernels need, built once --------------------------
+
+    def _sync_counters(self):
+        """Copy the counters the kernels advanced into each array's state."""
+        for state, blocks, block in self._members:
+            state.counters = blocks.counters(block)
+
+    def _build_plan(self, states=None):
+        """Check the groups and every array, allocate missing state, build the plan.
+
+        Nothing changes unless everything checks: then the per-array states are
+        the given ones (default: the current ones, with new arrays fresh and
+        removed arrays dropped)."""
+        self._sync_counters()
+        self._complete_groups()
+        old = self._states if states is None else states
+        n_counters = len(self.spec.counters)
+        params, positions_of_kernel, new_states, first = self._all_params(), {}, {}, {}
+        group_of = [g for g, group in enumerate(self._param_groups) for _ in group["params"]]
+        for position, p in enumerate(params):
+            _core.check_array(p, f"params[{position}]", True)
+            if id(p) in new_states:
+                raise ValueError(f"params[{position}] shares memory with params[{first[id(p)]}]: "
+                                 f"the same array appears twice in the param groups")
+            first[id(p)] = position
+            state = old.get(id(p))
+            new_states[id(p)] = state if state is not None and state.array is p \
+                else _ArrayState(p, n_counters)
+            kernel = self.spec.kernel(p.dtype)["id"]
+            positions_of_kernel.setdefault(kernel, []).append(position)
+        has_f32 = [any(p.dtype == np.float32 for p in group["params"]) for group in self._param_groups]
+        slot_names = self.spec.slots
+        allocations, built, members = {}, [], []
+        for kernel, positions in sorted(positions_of_kernel.items()):
+            needed = _core.slots_needed(kernel, self._reader, self._param_groups,
+                                        self.step_count, has_f32)
+            blocks_of, block_groups, block_counters = {}, [], []
+            slots = [[None] * len(positions) for _ in slot_names]
+            hyper = []
+            for j, position in enumerate(positions):
+                p, g = params[position], group_of[position]
+                state = new_states[id(p)]
+                for k in needed[g]:
+                    buffer = state.slots.get(slot_names[k])
+                    if buffer is None:
+                        buffer = allocations.setdefault((id(p), k), aligned_zeros(p.shape, p.dtype))
+                    slots[k][j] = buffer
+                for k, name in enumerate(slot_names):   # kept buffers stay in the plan
+                    if slots[k][j] is None and name in state.slots:
+                        slots[k][j] = state.slots[name]
+                key = (g, state.counters)
+                if key not in blocks_of:
+                    blocks_of[key] = len(block_groups)
+                    block_groups.append(g)
+                    block_counters.append(state.counters)
+                hyper.append(blocks_of[key])
+            tensors = _core.TensorList(kernel, [params[i] for i in positions], positions, hyper,
+                                       slots, list(slot_names))
+            blocks = _core.ListBlocks(tensors, block_groups, block_counters)
+            built.append(blocks)
+            members.extend((new_states[id(params[i])], blocks, hyper[j]) for j, i in enumerate(positions))
+        lists = tuple(b.tensors for b in built)
+        if len(lists) > 1:
+            _core.check_disjoint(lists)   # e.g. a float32 and a float64 view of the same bytes
+        plan = _core.Plan(self._reader, tuple(built), len(params), self._param_groups, has_f32)
+        # commit
+        for (array_id, k), buffer in allocations.items():
+            new_states[array_id].slots[slot_names[k]] = buffer
+        self._states = new_states
+        self._members = members
+        self._stepper.plan = plan
+
+    @property
+    def step_count(self):
+        """Number of steps applied; the next step uses ``schedule(step_count)``."""
+        return self._stepper.step_count
+
+    @step_count.setter
+    def step_count(self, value):
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < 0:
+            raise ValueError(f"step_count must be an int >= 0, got {value!r}")
+        self._stepper.step_count = int(value)
+
+    @property
+    def state(self):
+        """Each parameter's state, by its position in the groups (groups in order):
+        ``{i: {slot name: ndarray (live), counter name: int (a copy)}}``; parameters
+        that have no state yet are left out."""
+        with self._stepper.lock:
+            self._ensure_plan()
+            self._sync_counters()
+            result = {}
+            for i, p in enumerate(self._all_params()):
+                state = self._states[id(p)]
+                if state.slots or any(state.counters):
+                    entry = dict(state.slots)
+                    entry.update(zip(self.spec.counters, state.counters))
+                    result[i] = entry
+            return result
+
+    def _ensure_plan(self):
+        if self._stepper.plan is None or not self._stepper.plan.is_current(self._param_groups):
+            self._build_plan()
+
+    # -- stepping -------------------------------------------------------------
+
+    def step(self, grads, *, grad_scale=None):
+        """Update every parameter in place from `grads`, one array per parameter (groups in order).
+
+        All gradients and hyperparameters are checked before any buffer is
+        written: a step that raises has changed nothing.
+
+        Parameters
+        ----------
+        grads : sequence of ndarray
+        grad_scale : float, optional
+            Loss scale of this step's gradients (default: the optimizer's
+            ``grad_scale``); they are divided by it inside the kernels.
+
+        Returns
+        -------
+        bool
+            True if the step was applied; False if it was skipped because a
+            gradient held NaN or Inf (only with ``skip_nonfinite=True``).
+        """
+        scale = self._grad_scale if grad_scale is None else _real("grad_scale", grad_scale, 0.0,
+                                                                    strictly=True)
+        max_norm = self._max_grad_norm or 0.0
+        result = self._stepper.run(grads, scale, max_norm, self._skip_nonfinite)
+        if result is None:   # groups or state layout changed since the plan was built
+            with self._stepper.lock:
+                self._build_plan()
+            result = self._stepper.run(grads, scale, max_norm, self._skip_nonfinite)
+            if result is None:
+                raise RuntimeError("param_groups changed while the step was being prepared")
+        applied, self.last_grad_norm = result
+        if not applied:
+            self.skipped_steps += 1
+        return applied
+
+    def current_lrs(self):
+        """The learning rate each group's next step will use (a schedule evaluated at step_count)."""
+        from ..schedules import group_rate
+
+        return [group_rate(group, self.step_count) for group in self._param_groups]
+
+    # -- schedulers -------------------------------------------------------------
+
+    def attach_scheduler(self, scheduler):
+        """Include `scheduler`'s state in this optimizer's :meth:`state_dict` (and in
+        :func:`fusedopt.save`), and restore it in :meth:`load_state_dict`.
+
+        `scheduler` needs ``state_dict()`` and ``load_state_dict(state)``;
+        :class:`fusedopt.schedules.ReduceLROnPlateau` attaches itself.  Schedulers
+        are saved in the order they were attached."""
+        for name in ("state_dict", "load_state_dict"):
+            if not callable(getattr(scheduler, name, None)):
+                raise TypeError(f"scheduler must have a {name}() method")
+        self._schedulers.append(scheduler)
+        if self._pending_scheduler_states:
+            scheduler.load_state_dict(self._pending_scheduler_states.pop(0))
+
+    # -- state_dict -------------------------------------------------------------
+
+    def state_dict(self):
+        """The optimizer's state as plain dicts, lists, numbers and NumPy arrays (copies).
+
+        ``{"version", "algorithm", "step_count", "skipped_steps",
+        "state": {i: {slot: array, counter: int}}, "param_groups": [{hyperparameters...,
+        "params": [i, ...]}], "schedulers": [state, ...]}``.  A schedule-valued
+        ``lr`` is saved as its ``config()`` (or repr).
+        """
+        with self._stepper.lock:
+            self._ensure_plan()
+            groups, index = [], 0
+            for group in self._param_groups:
+                saved = {}
+                for name, value in group.items():
+                    if name == "params":
+                        continue
+                    if name == "lr" and callable(value):
+                        value = value.config() if hasattr(value, "config") else repr(value)
+                    saved[name] = copy.deepcopy(value)
+                saved["params"] = list(range(index, index + len(group["params"])))
+                index += len(group["params"])
+                groups.append(saved)
+            state = {i: {name: (np.array(value, copy=True) if isinstance(value, np.ndarray) else value)
+                         for name, value in entry.items()}
+                     for i, entry in self.state.items()}
+            return {
+                "version": STATE_DICT_VERSION,
+                "algorithm": type(self).__name__,
+                "step_count": self.step_count,
+                "skipped_steps": self.skipped_steps,
+                "state": state,
+                "param_groups": groups,
+                "schedulers": [s.state_dict() for s in self._schedulers],
+            }
+
+    def load_state_dict(self, state_dict):
+        """Restore a state_dict (from this class, same parameter shapes and dtypes).
+
+        Everything (versions, group counts and sizes, every hyperparameter, every
+        counter's type and range, every buffer's presence, shape and dtype) is
+        checked before anything changes.  Buffers are copied into the optimizer's
+        own aligned state, so resuming gives bitwise the same parameters as never
+        stopping.
+        """
+        with self._stepper.lock:
+            self._ensure_plan()
+            restored, states, counters, step_count, skipped, schedulers = \
+                self._check_state_dict(state_dict)
+            old_groups = [dict(group) for group in self._param_groups]
+            for group, new in zip(self._param_groups, restored):
+                params_list = group["params"]
+                group.clear()
+                group.update(new)
+                group["params"] = params_list
+            try:
+                self._build_plan(states)
+            except BaseException:
+                for group, old in zip(self._param_groups, old_groups):
+                    group.clear()
+                    group.update(old)
+                raise
+            self.step_count = step_count
+            self.skipped_steps = skipped
+            pending = list(schedulers)
+            for scheduler in self._schedulers:
+                if pending:
+                    scheduler.load_state_dict(pending.pop(0))
+            self._pending_scheduler_states = pending
+
+    def _check_state_dict(self, sd):
+        """Everything load_state_dict needs, checked; raises before anything changes."""
+        if not isinstance(sd, dict):
+            raise TypeError(f"state_dict must be a dict, got {type(sd).__name__}")
+        for key in ("state", "param_groups", "step_count"):
+            if key not in sd:
+                raise ValueError(f"state_dict is missing {key!r}")
+        version = sd.get("version", STATE_DICT_VERSION)
+        if version != STATE_DICT_VERSION:
+            raise ValueError(f"state_dict has version {version!r}, this fusedopt reads {STATE_DICT_VERSION}")
+        algorithm = sd.get("algorithm", type(self).__name__)
+        if algorithm != type(self).__name__:
+            raise ValueError(f"state_dict is from {algorithm}, not {type(self).__name__}")
+        step_count = self._count(sd["step_count"], "step_count")
+        skipped = self._count(sd.get("skipped_steps", 0), "skipped_steps")
+        saved_groups = sd["param_groups"]
+        if not isinstance(saved_groups, (list, tuple)):
+            raise TypeError(f"state_dict['param_groups'] must be a list, got {type(saved_groups).__name__}")
+        if len(saved_groups) != len(self._param_groups):
+            raise ValueError(f"state_dict has {len(saved_groups)} param groups, "
+                             f"the optimizer has {len(self._param_groups)}")
+        restored = []
+        for g, (saved, group) in enumerate(zip(saved_groups, self._param_groups)):
+            if not isinstance(saved, dict):
+                raise TypeError(f"state_dict param_groups[{g}] must be a dict, got {type(saved).__name__}")
+            if "params" not in saved or not isinstance(saved["params"], (list, tuple)):
+                raise ValueError(f"state_dict param_groups[{g}] must have a 'params' list")
+            if len(saved["params"]) != len(group["params"]):
+                raise ValueError(f"state_dict param_groups[{g}] has {len(saved['params'])} "
+                                 f"parameters, the optimizer's has {len(group['params'])}")
+            new = {name: value for name, value in group.items() if name != "params"}
+            for name, value in saved.items():
+                if name == "params" or (name == "lr" and not isinstance(value, numbers.Real)):
+                    continue   # a schedule stays the one the optimizer was built with
+                new[name] = tuple(value) if name == "betas" and isinstance(value, list) else copy.deepcopy(value)
+            restored.append(new)
+        # the restored hyperparameters, checked as a step would; which slots they need
+        params = self._all_params()
+        group_of = [g for g, group in enumerate(self._param_groups) for _ in group["params"]]
+        has_f32 = [any(p.dtype == np.float32 for p in group["params"]) for group in self._param_groups]
+        needed = {}
+        for p in params:
+            kernel = self.spec.kernel(p.dtype)["id"]
+            if kernel not in needed:
+                needed[kernel] = _core.slots_needed(kernel, self._reader, restored, step_count, has_f32)
+        saved_state = sd["state"]
+        if not isinstance(saved_state, dict):
+            raise TypeError(f"state_dict['state'] must be a dict, got {type(saved_state).__name__}")
+        entries = {}
+        for key, entry in saved_state.items():
+            i = self._count(int(key) if isinstance(key, str) and key.isdigit() else key,
+                            "state_dict['state'] key")
+            if i >= len(params):
+                raise ValueError(f"state_dict state has an entry for parameter {i}, "
+                                 f"the optimizer has {len(params)}")
+            if not isinstance(entry, dict):
+                raise TypeError(f"state_dict state[{i}] must be a dict, got {type(entry).__name__}")
+            entries[i] = entry
+        slot_names, counter_names = self.spec.slots, self.spec.counters
+        states = {}
+        for i, p in enumerate(params):
+            state = _ArrayState(p, len(counter_names))
+            entry = entries.get(i)
+            if entry is not None:
+                for name in entry:
+                    if name not in slot_names and name not in counter_names:
+                        raise ValueError(f"state_dict state[{i}] has unknown entry {name!r}")
+                values = []
+                for name in counter_names:
+                    if name not in entry:
+                        raise ValueError(f"state_dict state[{i}] is missing the counter {name!r}")
+                    values.append(self._count(entry[name], f"state_dict state[{i}][{name!r}]"))
+                state.counters = tuple(values)
+                kernel = self.spec.kernel(p.dtype)["id"]
+                for k in needed[kernel][group_of[i]]:
+                    if slot_names[k] not in entry:
+                        raise ValueError(f"state_dict state[{i}] is missing the state buffer "
+                                         f"{slot_names[k]!r}")
+                for name in slot_names:
+                    if name not in entry:
+                        continue
+                    value = entry[name]
+                    if not isinstance(value, np.ndarray):
+                        raise TypeError(f"state_dict state[{i}][{name!r}] must be an ndarray, "
+                                        f"got {type(value).__name__}")
+                    if value.shape != p.shape or value.dtype != p.dtype:
+                        raise ValueError(f"state_dict state[{i}][{name!r}] is {value.dtype} "
+                                         f"{value.shape}, params[{i}] is {p.dtype} {p.shape}")
+                    buffer = aligned_zeros(p.shape, p.dtype)
+                    np.copyto(buffer, value, casting="no")
+                    state.slots[name] = buffer
+            states[id(p)] = state
+        schedulers = sd.get("schedulers", [])
+        if not isinstance(schedulers, (list, tuple)):
+            raise TypeError("state_dict['schedulers'] must be a list")
+        return restored, states, None, step_count, skipped, list(schedulers)
+
+    @staticmethod
+    def _count(value, name):
+        """A counter: an int >= 0 (not a bool, not a float)."""
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+            raise TypeError(f"{name} must be an int >= 0, got {value!r}")
+        if value < 0:
+            raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+        return int(value)
+
+    # -- pickling and repr ------------------------------------------------------
+
+    def __getstate__(self):
+        # the plan is C pointers: pickle the groups (with their arrays) and the state_dict
+        with self._stepper.lock:
+            groups = [dict(group, params=list(group["params"])) for group in self._param_groups]
+            safety = dict(skip_nonfinite=self._skip_nonfinite, max_grad_norm=self._max_grad_norm,
+                          grad_scale=self._grad_scale)
+            return {"groups": groups, "defaults": self.defaults, "safety": safety,
+                    "state_dict": self.state_dict()}
+
+    def __setstate__(self, pickled):
+        Optimizer.__init__(self, pickled["groups"], pickled["defaults"], **pickled["safety"])
+        self.load_state_dict(pickled["state_dict"])
+
+    def __repr__(self):
+        lines = [f"{type(self).__name__} ("]
+        for g, group in enumerate(self._param_groups):
+            lines.append(f"Parameter Group {g}")
+            for name in sorted(group):
+                if name != "params":
+                    lines.append(f"    {name}: {group[name]!r}")
+        lines.append(")")
+        return "\n".join(lines)

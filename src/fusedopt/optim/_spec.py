@@ -1,0 +1,103 @@
+"""The declarative description of an algorithm, read by everything around its kernel.
+
+A :class:`Spec` names the algorithm's C kernels (rows of csrc/kernels.def) and
+its hyperparameters, with the check each value gets.  The state slots and the
+per-tensor counters come from the C header itself (``_core.kernels()``), so
+they cannot drift from what the kernel reads.  Validation, state allocation,
+``state_dict``, checkpoints and the functional API all read the spec.
+"""
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Optional
+
+import numpy as np
+
+from .. import _core
+
+#: the checks a hyperparameter can get (see _ext/hyper.pxi)
+KINDS = ("lr", "rate", "unit", "positive", "bool", "betas")
+
+#: the compiled kernels (rows of csrc/kernels.def)
+KERNELS = tuple(_core.kernels())
+
+
+@dataclass(frozen=True)
+class Hyper:
+    """One hyperparameter of a param group.
+
+    Attributes
+    ----------
+    name : str
+        Its key in the group dict (and the constructor's argument).
+    kind : str
+        Its check: "lr" (number >= 0 or schedule), "rate" (finite >= 0), "unit"
+        (in [0, 1]), "positive" (finite > 0, not 0 in float32), "bool", "betas"
+        (pair in [0, 1)).
+    fields : tuple of str
+        The kernel inputs it fills (default: its name; betas fill beta1, beta2).
+    """
+
+    name: str
+    kind: str
+    fields: tuple = ()
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
+        if not self.fields:
+            object.__setattr__(self, "fields", ("beta1", "beta2") if self.kind == "betas" else (self.name,))
+
+
+@dataclass(frozen=True)
+class Spec:
+    """An algorithm as its optimizer class, functional API and tests see it.
+
+    Attributes
+    ----------
+    algorithm : str
+        The C algorithm (csrc/algorithms/<algorithm>.h).
+    hypers : tuple of Hyper
+        Its hyperparameters, in constructor order.
+    constants : mapping
+        Kernel inputs fixed by the class (AdamW: decoupled=1).
+    check : callable, optional
+        check(group) raises ValueError for invalid combinations of values.
+    """
+
+    algorithm: str
+    hypers: tuple
+    constants: Mapping[str, float] = field(default_factory=dict)
+    check: Optional[Callable[[dict], None]] = None
+
+    def kernel(self, param_dtype, state_dtype=None):
+        """The kernel catalogue entry for these dtypes (TypeError if none is compiled)."""
+        param_dtype = np.dtype(param_dtype).name
+        state_dtype = param_dtype if state_dtype is None else np.dtype(state_dtype).name
+        for entry in KERNELS:
+            if (entry["algorithm"], entry["param_dtype"], entry["state_dtype"]) == (
+                    self.algorithm, param_dtype, state_dtype):
+                return entry
+        raise TypeError(f"{self.algorithm} has no kernel for {param_dtype} parameters with "
+                        f"{state_dtype} state")
+
+    @property
+    def slots(self):
+        """Names of the state slots, in the kernel's order."""
+        return self._any_kernel()["slots"]
+
+    @property
+    def counters(self):
+        """Names of the per-tensor counters (step, ...), in the kernel's order."""
+        return self._any_kernel()["counters"]
+
+    def _any_kernel(self):
+        for entry in KERNELS:
+            if entry["algorithm"] == self.algorithm:
+                return entry
+        raise TypeError(f"no kernel of algorithm {self.algorithm!r} is compiled")
+
+    def reader(self, constants=None):
+        """The binding's reader of this spec's param groups (constants override the class's)."""
+        values = dict(self.constants, **(constants or {}))
+        program = [(h.name, h.kind, h.fields, None) for h in self.hypers]
+        program += [(name, "constant", (name,), value) for name, value in values.items()]
+        return _core.HyperReader(self._any_kernel()["inputs"], program, self.check)

@@ -1,0 +1,13 @@
+"""Pure-NumPy twins of fusedopt's kernels, one module per algorithm (as bottleneck's ``slow``).
+
+Each function has the signature of its counterpart in :mod:`fusedopt.functional`
+and updates its arguments in place with NumPy ufuncs, computing in the arrays'
+own dtype in the kernel's order of operations (hyperparameters rounded to that
+dtype once, no fused multiply-add).  They are the references of the test
+suite (on float64 copies), the NumPy peers of the benchmark, and the NumPy
+optimizer of the demo.  They check nothing: give them what the kernels accept.
+"""
+from .adam import adam_
+from .sgd import sgd_
+
+__all__ = ["adam_", "sgd_"]

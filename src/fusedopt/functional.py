@@ -51,7 +51,7 @@ def _functional_step(spec, params, grads, slots, counters, group, constants=None
         built.append(_core.ListBlocks(tensors, [0], [tuple(counters)]))
     if len(built) > 1:
         _core.check_disjoint(tuple(b.tensors for b in built))
-    plan = _core.Plan(reader, tuple(built), n, [{"params": list(params), **group}], has_f32)
+    plan = _core.Plan(reader, tuple(built), n, [group], [list(params)], has_f32)
     _core.step_plan(plan, [group], grads, 0, grad_scale)
 
 

@@ -101,8 +101,10 @@ cdef class HyperReader:
             raise ValueError(f"the spec fills {sorted(filled)}, the kernel reads {sorted(inputs)}")
 
     cdef int read(self, list groups, Py_ssize_t k, const unsigned char *has_f32,
-                  double *rows) except -1:
-        """Fill rows[g * n_inputs + field] for every group g at step count k."""
+                  double *rows, bint call_schedules=True) except -1:
+        """Fill rows[g * n_inputs + field] for every group g at step count k
+        (without call_schedules, a schedule-valued lr reads as 0: for checks that
+        must not run user code)."""
         cdef Py_ssize_t g, e, n = len(groups)
         cdef double *row
         cdef str prefix, key
@@ -122,6 +124,9 @@ cdef class HyperReader:
                 raw = (<dict>group_obj).get(key, _MISSING)
                 if raw is _MISSING:
                     raise ValueError(f"{prefix}the param group has no {key!r}")
+                if not call_schedules and self._kinds[e] == KIND_LR and callable(raw):
+                    row[self._fields[e]] = 0.0
+                    continue
                 self._read_one(raw, key, <Kind>self._kinds[e], prefix, k,
                                has_f32[g] if has_f32 != NULL else 0, row + self._fields[e])
         if self._check is not None:

@@ -96,14 +96,16 @@ cdef class Plan:
         free(self._has_f32)
 
     def __init__(self, HyperReader reader, tuple blocks, Py_ssize_t n_params, list param_groups,
-                 list has_f32):
+                 list params_lists, list has_f32):
         cdef Py_ssize_t g, n = len(param_groups)
+        if len(params_lists) != n or len(has_f32) != n:
+            raise ValueError("Plan: one params list and one has_f32 per group")
         self.reader = reader
         self.blocks = blocks
         self.n_params = n_params
         self._group_dicts = list(param_groups)
-        self._params_lists = [group["params"] for group in param_groups]
-        self._params_copies = [list(group["params"]) for group in param_groups]
+        self._params_lists = list(params_lists)
+        self._params_copies = [list(params) for params in params_lists]
         self._has_f32 = <unsigned char *>malloc(max(n, 1))
         if self._has_f32 == NULL:
             raise MemoryError()
@@ -150,9 +152,9 @@ cdef class Plan:
         if rows == NULL:
             raise MemoryError()
         try:
-            # user code (schedules) runs here, before the gradients are taken
-            self.reader.read(groups, k, self._has_f32, rows)
+            # the gradients are taken before user code (schedules) runs
             seq = _as_tuple(grads, self.n_params)
+            self.reader.read(groups, k, self._has_f32, rows)
             for lb in self.blocks:
                 lb.fill(rows, 1.0)
             for lb in self.blocks:
@@ -235,8 +237,9 @@ cdef class Stepper:
     `run` returns None when the plan no longer matches the param groups (or a
     group's options need slots it lacks): the optimizer then rebuilds the plan
     (holding `lock`) and calls again.  `lock` (a reentrant lock) serialises the
-    step with state_dict/load_state_dict/save; a step that finds it held, or this
-    optimizer already stepping, raises RuntimeError and changes nothing.
+    step with state_dict/load_state_dict/save (each waits for the other); a step
+    that finds this optimizer already stepping raises RuntimeError and changes
+    nothing.
     """
     cdef public Plan plan
     cdef public list param_groups
@@ -254,13 +257,19 @@ cdef class Stepper:
     def run(self, object grads, double grad_scale, double max_grad_norm, bint skip_nonfinite):
         """One step: (applied, grad_norm), or None if the plan must be rebuilt first."""
         cdef tuple result
-        cdef Plan plan = self.plan
-        if self.busy or not self.lock.acquire(False):
-            raise RuntimeError("this optimizer is already in use in another thread (a step, "
-                               "state_dict, load_state_dict or save); step one optimizer "
-                               "from one thread at a time")
+        cdef Plan plan
+        if self.busy:
+            raise RuntimeError("this optimizer is already stepping (in another thread, or "
+                               "this step's schedule called step); step one optimizer from "
+                               "one thread at a time")
+        self.lock.acquire()   # waits for a state_dict/load_state_dict/save in another thread
+        if self.busy:         # another thread's step got in first
+            self.lock.release()
+            raise RuntimeError("this optimizer is already stepping in another thread; step one "
+                               "optimizer from one thread at a time")
         self.busy = True
         try:
+            plan = self.plan   # read under the lock: load_state_dict may just have replaced it
             if plan is None or not plan.is_current(self.param_groups):
                 return None
             try:
@@ -284,7 +293,8 @@ def step_plan(Plan plan, list groups, object grads, Py_ssize_t k, double grad_sc
 
 
 def slots_needed(int kernel, HyperReader reader, list groups, Py_ssize_t k, list has_f32):
-    """For each group: the slot numbers its options make `kernel` use (validates the groups)."""
+    """For each group: the slot numbers its options make `kernel` use.  Checks every
+    hyperparameter except the values of schedules (no user code runs here)."""
     cdef Py_ssize_t g, n = len(groups), j
     cdef unsigned mask
     cdef double *block = <double *>calloc(max(fo_kernel_hyper_doubles(kernel), 1), sizeof(double))
@@ -296,7 +306,7 @@ def slots_needed(int kernel, HyperReader reader, list groups, Py_ssize_t k, list
     try:
         for g in range(n):
             flags[g] = bool(has_f32[g])
-        reader.read(groups, k, flags, rows)
+        reader.read(groups, k, flags, rows, False)
         result = []
         for g in range(n):
             memcpy(block + 1, rows + g * reader.n_inputs, reader.n_inputs * sizeof(double))

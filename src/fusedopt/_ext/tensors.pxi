@@ -27,7 +27,7 @@ cdef str _array_problem(object arr, bint writeable):
     if not cnp.PyArray_IS_C_CONTIGUOUS(a):
         return "must be C-contiguous (fusedopt updates in place and never copies)"
     if not cnp.PyArray_ISALIGNED(a):
-        return "must be aligned to its dtype (fusedopt never copies)"
+        return "must be aligned (its address a multiple of its itemsize; fusedopt never copies)"
     if writeable and not cnp.PyArray_ISWRITEABLE(a):
         return "must be writeable (it is updated in place)"
     return None

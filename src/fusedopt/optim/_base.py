@@ -219,9 +219,12 @@ class Optimizer:
         self._sync_counters()
         self._complete_groups()
         old = self._states if states is None else states
+        # what the plan is built from, taken before any user code (schedules) runs
+        params_lists = [group["params"] for group in self._param_groups]
         n_counters = len(self.spec.counters)
-        params, positions_of_kernel, new_states, first = self._all_params(), {}, {}, {}
-        group_of = [g for g, group in enumerate(self._param_groups) for _ in group["params"]]
+        params = [p for params_list in params_lists for p in params_list]
+        positions_of_kernel, new_states, first = {}, {}, {}
+        group_of = [g for g, params_list in enumerate(params_lists) for _ in params_list]
         for position, p in enumerate(params):
             _core.check_array(p, f"params[{position}]", True)
             if id(p) in new_states:
@@ -233,7 +236,7 @@ class Optimizer:
                 else _ArrayState(p, n_counters)
             kernel = self.spec.kernel(p.dtype)["id"]
             positions_of_kernel.setdefault(kernel, []).append(position)
-        has_f32 = [any(p.dtype == np.float32 for p in group["params"]) for group in self._param_groups]
+        has_f32 = [any(p.dtype == np.float32 for p in params_list) for params_list in params_lists]
         slot_names = self.spec.slots
         allocations, built, members = {}, [], []
         for kernel, positions in sorted(positions_of_kernel.items()):
@@ -267,7 +270,8 @@ class Optimizer:
         lists = tuple(b.tensors for b in built)
         if len(lists) > 1:
             _core.check_disjoint(lists)   # e.g. a float32 and a float64 view of the same bytes
-        plan = _core.Plan(self._reader, tuple(built), len(params), self._param_groups, has_f32)
+        plan = _core.Plan(self._reader, tuple(built), len(params), self._param_groups,
+                          params_lists, has_f32)
         # commit
         for (array_id, k), buffer in allocations.items():
             new_states[array_id].slots[slot_names[k]] = buffer
@@ -292,12 +296,11 @@ class Optimizer:
         ``{i: {slot name: ndarray (live), counter name: int (a copy)}}``; parameters
         that have no state yet are left out."""
         with self._stepper.lock:
-            self._ensure_plan()
             self._sync_counters()
             result = {}
             for i, p in enumerate(self._all_params()):
-                state = self._states[id(p)]
-                if state.slots or any(state.counters):
+                state = self._states.get(id(p))
+                if state is not None and state.array is p and (state.slots or any(state.counters)):
                     entry = dict(state.slots)
                     entry.update(zip(self.spec.counters, state.counters))
                     result[i] = entry
@@ -376,7 +379,7 @@ class Optimizer:
         ``lr`` is saved as its ``config()`` (or repr).
         """
         with self._stepper.lock:
-            self._ensure_plan()
+            self._complete_groups()
             groups, index = [], 0
             for group in self._param_groups:
                 saved = {}

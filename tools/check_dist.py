@@ -76,8 +76,9 @@ def check_sdist(path, source):
                 "src/fusedopt/_core.pyx", "src/fusedopt/_core.pyi", "src/fusedopt/py.typed",
                 "src/fusedopt/_version.py", "src/fusedopt/__init__.py"]
     # every kernel source and header, every Python module and every test of the tree
-    for pattern in ["csrc/*.c", "csrc/*.h", "src/fusedopt/*.py", "src/fusedopt/*.pyx",
-                    "src/fusedopt/*.pxd", "tests/*.py", "examples/*.py"]:
+    for pattern in ["csrc/**/*.c", "csrc/**/*.h", "csrc/*.def", "csrc/*.py", "src/fusedopt/**/*.py",
+                    "src/fusedopt/**/*.pyx", "src/fusedopt/**/*.pxi",
+                    "src/fusedopt/**/*.pxd", "tests/*.py", "examples/*.py"]:
         required += [p.relative_to(source).as_posix() for p in source.glob(pattern)]
     problems += [f"missing from the sdist: {r}" for r in sorted(set(required)) if r not in rel]
     for bad in ["*.so", "*.pyd", "*.dylib", "*.o", "src/fusedopt/_core.c", "build/*", "*.whl"]:

@@ -3,17 +3,13 @@
 Kept in step with src/fusedopt/_core.pyx; tests/test_packaging.py checks that
 every public name of the compiled module is declared here and vice versa.
 """
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Final, TypedDict
 
 import numpy as np
 import numpy.typing as npt
 
 _FloatArray = npt.NDArray[np.float32] | npt.NDArray[np.float64]
-
-#: algorithm codes for `step` and `validate`
-ADAM: Final[int]
-SGD: Final[int]
 
 class _BuildInfo(TypedDict):
     compiler: str
@@ -23,6 +19,15 @@ class _BuildInfo(TypedDict):
     openmp_flags: str
 
 # --- threads, SIMD path, build information ---------------------------------
+
+#: the most threads a kernel call uses
+MAX_THREADS: Final[int]
+
+def forked_child() -> bool:
+    """True in a process forked after the kernels ran threads (they run on one thread there)."""
+
+def kernels() -> list[dict[str, Any]]:
+    """Every compiled kernel (a row of csrc/kernels.def): id, algorithm, dtypes, inputs, counters, slots."""
 
 def get_num_threads() -> int:
     """Threads the kernels use: `set_num_threads`'s value, else omp_get_max_threads()."""
@@ -48,88 +53,103 @@ def set_simd_path(name: str) -> None:
 def build_info() -> _BuildInfo:
     """How the extension was built (compiler, flags, OpenMP)."""
 
-# --- validation --------------------------------------------------------------
+# --- array checks and tensor lists -------------------------------------------
 
 def check_array(arr: object, name: str, writeable: bool) -> None:
     """Raise TypeError/ValueError naming `name` unless `arr` can be a kernel buffer."""
 
-class LayoutChanged(Exception):
-    """A group now needs state buffers the current TensorLists lack (rebuild and retry)."""
-
-def validate(
-    algorithm: int,
-    groups: list[dict[str, Any]],
-    group_state: list[dict[str, Any]],
-    k: int,
-    decoupled: bool = False,
-) -> None:
-    """Check the groups' hyperparameters at step k as `step` would, touching no buffer."""
-
-# --- tensor lists, norms and steps -----------------------------------------
-
 class TensorList:
-    """Tensors of one dtype, their state buffers and group ids, as C arrays."""
+    """Tensors of one kernel, their state slots and hyperparameter-block ids, as C arrays."""
 
+    @property
+    def kernel(self) -> int: ...
     @property
     def typenum(self) -> int: ...
     @property
     def n_tensors(self) -> int: ...
+    @property
+    def n_elements(self) -> int: ...
+    @property
+    def params(self) -> list[_FloatArray]: ...
+    @property
+    def slots(self) -> list[list[_FloatArray | None]]: ...
     def __init__(
         self,
+        kernel: int,
         params: list[_FloatArray],
         positions: list[int],
-        groups: list[int],
-        states: list[list[_FloatArray | None]],
-        state_names: list[str],
+        hyper: list[int],
+        slots: list[list[_FloatArray | None]],
+        slot_names: list[str],
         writeable: bool = True,
     ) -> None: ...
 
 def check_disjoint(lists: tuple[TensorList, ...]) -> None:
-    """Raise ValueError if buffers of different TensorLists (dtypes) share memory."""
+    """Raise ValueError if buffers of different TensorLists share memory."""
+
+# --- hyperparameters -----------------------------------------------------------
+
+#: the checks a hyperparameter can get
+KINDS: dict[str, int]
+
+class HyperReader:
+    """Reads every param group's hyperparameters into validated C rows."""
+
+    @property
+    def inputs(self) -> tuple[str, ...]: ...
+    @property
+    def n_inputs(self) -> int: ...
+    def __init__(
+        self,
+        inputs: tuple[str, ...],
+        program: list[tuple[str, str, tuple[str, ...], float | None]],
+        check: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None: ...
+
+# --- plans and the step -----------------------------------------------------------
+
+class LayoutChanged(Exception):
+    """A group's options now need state slots the plan lacks (rebuild and retry)."""
+
+class ListBlocks:
+    """The hyperparameter blocks (one per group x counters cohort) of one TensorList."""
+
+    @property
+    def tensors(self) -> TensorList: ...
+    @property
+    def n_blocks(self) -> int: ...
+    def __init__(self, tensors: TensorList, block_groups: list[int],
+                 block_counters: list[tuple[int, ...]]) -> None: ...
+    def counters(self, block: int) -> tuple[int, ...]:
+        """The counters of a block, as ints."""
+
+class Plan:
+    """What one optimizer's step needs, validated once."""
+
+    @property
+    def blocks(self) -> tuple[ListBlocks, ...]: ...
+    @property
+    def n_params(self) -> int: ...
+    @property
+    def reader(self) -> HyperReader: ...
+    def __init__(self, reader: HyperReader, blocks: tuple[ListBlocks, ...], n_params: int,
+                 param_groups: list[dict[str, Any]], params_lists: list[list[Any]],
+                 has_f32: list[bool]) -> None: ...
+    def is_current(self, param_groups: list[dict[str, Any]]) -> bool:
+        """True if the groups still hold the same dicts, params lists and arrays."""
 
 def arrays_norm(lists: tuple[TensorList, ...]) -> float:
     """Global L2 norm of the TensorLists' own arrays (NaN if any is non-finite)."""
 
-def step(
-    algorithm: int,
-    lists: tuple[TensorList, ...],
-    grads: Sequence[_FloatArray],
-    n_params: int,
-    groups: list[dict[str, Any]],
-    group_state: list[dict[str, Any]],
-    k: int,
-    decoupled: bool = False,
-    layout: Sequence[bool] | None = None,
-    grad_scale: float = 1.0,
-    max_grad_norm: float = 0.0,
-    skip_nonfinite: bool = False,
-) -> tuple[bool, float | None]:
-    """One step of `algorithm` over `lists`; validates everything before any write.
-
-    Returns (applied, grad_norm): whether the step was applied, and the norm of
-    the unscaled gradients where it was computed.
-    """
-
 class Stepper:
-    """An optimizer's step in C speed: plan check, step count, busy flag."""
+    """An optimizer's step at C speed: busy flag, lock, plan check, step count."""
 
-    algorithm: int
-    decoupled: bool
-    lists: tuple[TensorList, ...]
-    n_params: int
+    plan: Plan | None
     param_groups: list[dict[str, Any]]
-    group_state: list[dict[str, Any]]
-    plan_lists: list[list[Any]]
-    plan_copies: list[list[Any]]
-    layout: tuple[bool, ...] | None
     step_count: int
-    def __init__(
-        self,
-        algorithm: int,
-        decoupled: bool,
-        param_groups: list[dict[str, Any]],
-        group_state: list[dict[str, Any]],
-    ) -> None: ...
+    @property
+    def lock(self) -> Any: ...
+    def __init__(self, param_groups: list[dict[str, Any]]) -> None: ...
     def run(
         self,
         grads: Sequence[_FloatArray],
@@ -137,14 +157,19 @@ class Stepper:
         max_grad_norm: float,
         skip_nonfinite: bool,
     ) -> tuple[bool, float | None] | None:
-        """One step, or None if the plan is stale (rebuild and call again)."""
+        """One step, or None if the plan must be rebuilt first."""
 
-def plan_is_current(
-    param_groups: list[dict[str, Any]],
-    plan_lists: list[list[Any]],
-    plan_copies: list[list[Any]],
-) -> bool:
-    """True if every group still holds the same params list and arrays as when planned."""
+def step_plan(
+    plan: Plan,
+    groups: list[dict[str, Any]],
+    grads: Sequence[_FloatArray],
+    k: int,
+    grad_scale: float = 1.0,
+    max_grad_norm: float = 0.0,
+    skip_nonfinite: bool = False,
+) -> tuple[bool, float | None]:
+    """One step over a plan built for these groups (the functional layer's entry point)."""
 
-def same_objects(a: list[Any], b: list[Any]) -> bool:
-    """True if `a` and `b` hold the same objects in the same order."""
+def slots_needed(kernel: int, reader: HyperReader, groups: list[dict[str, Any]], k: int,
+                 has_f32: list[bool]) -> list[list[int]]:
+    """For each group: the slot numbers its options make `kernel` use."""

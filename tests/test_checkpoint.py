@@ -53,7 +53,7 @@ def test_load_rejects_mismatches_before_changing_anything(tmp_path):
     opt, _ = trained()
     fusedopt.save(opt, tmp_path / "c.npz")
     other = fusedopt.AdamW([np.zeros((16, 5), np.float32), np.zeros(9)], lr=0.01)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="2 param groups, the optimizer has 1"):
         fusedopt.load(other, tmp_path / "c.npz")
     assert other.step_count == 0 and not other.state[0]["exp_avg"].any()
     sgd = fusedopt.SGD([{"params": [np.zeros((16, 4), np.float32)]}, {"params": [np.zeros(9)]}])

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 import fusedopt
 import reference
 from conftest import trajectory_tolerance
-from fusedopt import functional
+from fusedopt import functional, slow
 from test_bad_input import assert_unchanged, snapshot
 
 
@@ -41,7 +41,7 @@ def test_nonfinite_step_is_skipped_atomically(cls, kw, where, bad, clip):
     assert opt.step(grads) is False
     assert opt.skipped_steps == 1
     assert_unchanged(opt, before)
-    assert opt.state_dict()["state"][0].get("step", 1) == 1
+    assert opt.state_dict()["state"][0]["step"] == 1   # the skipped step did not count
     assert [g.tobytes() for g in grads] == grad_bytes
     assert opt.step(grads_like(groups, rng)) is True and opt.step_count == 2
 
@@ -76,8 +76,8 @@ def test_clipping_matches_reference(dtype, max_norm):
         coefficient = min(1.0, max_norm / (norm + 1e-6))
         for i in range(3):
             refs[i], ms[i], vs[i], _ = reference.adam_step(
-                refs[i], unscaled[i], ms[i], vs[i], None, step=t, lr=0.01, beta1=0.9, beta2=0.999,
-                eps=1e-8, weight_decay=0.01, grad_scale=coefficient)
+                refs[i], unscaled[i] * coefficient, ms[i], vs[i], None, step=t, lr=0.01,
+                beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01)
     for p, r in zip(params, refs):
         err = np.max(np.abs(p - r))
         assert err <= trajectory_tolerance(dtype, 20, 4.0), err
@@ -169,18 +169,13 @@ def test_clip_grad_norm_matches_torch():
 # -- fuzzing -------------------------------------------------------------------
 
 def same_precision_adam(p, g, m, v, *, step, lr, beta1, beta2, eps, weight_decay):
-    """The kernel's operation order in the parameter's own dtype (NumPy rounds each op the
-    same way), so extreme values (overflow, subnormals) can be compared exactly-ish."""
-    T = p.dtype.type
+    """fusedopt.slow's twin on copies, in the parameter's own dtype: the kernel's operation
+    order (NumPy rounds each op the same way), so extreme values (overflow, subnormals) can
+    be compared exactly-ish.  Returns new (p, m, v)."""
+    p, m, v = p.copy(), m.copy(), v.copy()
     with np.errstate(all="ignore"):
-        g = g * T(1.0)
-        if weight_decay:
-            g = g + T(weight_decay) * p
-        m = T(beta1) * m + T(1.0 - beta1) * g
-        v = T(beta2) * v + T(1.0 - beta2) * (g * g)
-        step_size = T(lr / (1.0 - beta1 ** step))
-        inv_bc2_sqrt = T(1.0 / np.sqrt(1.0 - beta2 ** step))
-        p = p - step_size * m / (np.sqrt(v) * inv_bc2_sqrt + T(eps))
+        slow.adam_(p, g, m, v, step=step, lr=lr, beta1=beta1, beta2=beta2, eps=eps,
+                   weight_decay=weight_decay)
     return p, m, v
 
 

@@ -29,10 +29,12 @@ from fusedopt.schedules import (
     PerEpoch,
     Polynomial,
     ReduceLROnPlateau,
+    Scaled,
     Schedule,
     Sequential,
     StepDecay,
     from_config,
+    group_rate,
     plot,
 )
 
@@ -163,6 +165,8 @@ CASES = {
                                   [50, 150])),
     "per_epoch": (PerEpoch(StepDecay(0.1, step_size=3), steps_per_epoch=17),
                   lambda t: ref_step(0.1, 3, 0.1)(t // 17)),
+    "scaled": (Scaled(LinearWarmup(CosineAnnealing(0.1, T_max=200), warmup_steps=20), 0.3),
+               lambda t: 0.3 * ref_warmup(ref_cosine(0.1, 200, 0.0), 20, 0.0)(t)),
 }
 NAMES = sorted(CASES)
 N_STEPS = 400
@@ -452,7 +456,7 @@ def test_every_schedule_is_a_schedule():
     assert {type(sched).__name__ for sched, _ in CASES.values()} >= {
         "Constant", "StepDecay", "MultiStepDecay", "ExponentialDecay", "CosineAnnealing",
         "CosineAnnealingWarmRestarts", "Polynomial", "OneCycle", "Lambda", "LinearWarmup",
-        "Sequential", "PerEpoch"}
+        "Sequential", "PerEpoch", "Scaled"}
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -519,6 +523,77 @@ def test_schedules_compare_by_value():
 
 
 # ---------------------------------------------------------------------------
+# Scaled, and multiplying a schedule by a number
+# ---------------------------------------------------------------------------
+
+
+def test_scaled_values_and_array_evaluation():
+    cos = CosineAnnealing(0.1, T_max=50, eta_min=1e-3)
+    steps = np.arange(120)
+    for factor in (0.5, 0.1, 0.0, 3.0, 1):
+        sched = Scaled(cos, factor)
+        assert sched.schedule is cos and type(sched.factor) is float and sched.factor == factor
+        scalar = [sched(int(t)) for t in steps]
+        # the same product the optimizer used to form: base(k) * factor, bit for bit
+        assert scalar == [cos(int(t)) * float(factor) for t in steps]
+        np.testing.assert_array_equal(bits(sched(steps)), bits(np.array(scalar)))
+        np.testing.assert_array_equal(bits(sched(steps.reshape(4, 30))),
+                                      bits(np.array(scalar).reshape(4, 30)))
+    assert Scaled(0.2, 0.5) == Scaled(Constant(0.2), 0.5) and Scaled(0.2, 0.5)(7) == 0.1
+
+
+def test_multiplying_a_schedule_by_a_number_gives_scaled():
+    cos = CosineAnnealing(0.1, T_max=50)
+    for scaled in (cos * 0.1, 0.1 * cos, cos * np.float64(0.1), np.float64(0.1) * cos,
+                   cos * np.float32(0.5) * 0.2):
+        assert isinstance(scaled, Scaled) and scaled.schedule is cos
+    assert cos * 0.1 == 0.1 * cos == Scaled(cos, 0.1)
+    assert cos * 2 == Scaled(cos, 2.0)  # scaling up is allowed too
+    x = cos
+    x *= 0.1
+    assert x == Scaled(cos, 0.1) and cos == CosineAnnealing(0.1, T_max=50)  # cos unchanged
+
+
+def test_scaled_of_scaled_collapses():
+    cos = CosineAnnealing(0.1, T_max=50)
+    nested = Scaled(Scaled(cos, 0.5), 0.25)
+    assert type(nested.schedule) is CosineAnnealing and nested.schedule is cos
+    assert nested == Scaled(cos, 0.125) and nested.factor == 0.125
+    assert cos * 0.5 * 0.25 == nested == 0.25 * (0.5 * cos)
+    assert repr(nested) == f"Scaled(schedule={cos!r}, factor=0.125)"
+    # inside another schedule it is a schedule like any other, not collapsed away
+    warm = LinearWarmup(Scaled(cos, 0.5), warmup_steps=3)
+    assert warm.schedule == Scaled(cos, 0.5) and Scaled(warm, 2.0).schedule is warm
+
+
+def test_scaled_config_pickle_and_repr():
+    cos = CosineAnnealing(0.1, T_max=100)
+    sched = Scaled(LinearWarmup(cos, warmup_steps=5), 0.25)
+    assert sched.config() == {"type": "Scaled",
+                              "schedule": LinearWarmup(cos, warmup_steps=5).config(),
+                              "factor": 0.25}
+    assert repr(sched) == f"Scaled(schedule={LinearWarmup(cos, warmup_steps=5)!r}, factor=0.25)"
+    steps = np.arange(200)
+    for clone in (from_config(json.loads(json.dumps(sched.config()))),
+                  pickle.loads(pickle.dumps(sched)), copy.deepcopy(sched)):
+        assert clone == sched and hash(clone) == hash(sched) and type(clone) is Scaled
+        np.testing.assert_array_equal(bits(clone(steps)), bits(sched(steps)))
+    lam = Scaled(Lambda(0.1, inverse_sqrt), 0.5)
+    assert from_config(lam.config(), functions={"inverse_sqrt": inverse_sqrt}) == lam
+    assert Scaled(cos, 0.5) != Scaled(cos, 0.25) and Scaled(cos, 0.5) != cos
+
+
+def test_group_rate():
+    cos = CosineAnnealing(0.1, T_max=100)
+    assert group_rate({"lr": 0.01}, 5) == 0.01 and type(group_rate({"lr": 1}, 0)) is float
+    assert group_rate({"lr": cos}, 30) == cos(30)
+    assert group_rate({"lr": cos * 0.5}, 30) == cos(30) * 0.5
+    assert group_rate({"lr": lambda k: 0.5 / (k + 1)}, 4) == 0.1
+    # any other key is just a key: there is no hidden multiplier
+    assert group_rate({"lr": 0.01, "lr_factor": 0.5}, 0) == 0.01
+
+
+# ---------------------------------------------------------------------------
 # Bad input
 # ---------------------------------------------------------------------------
 
@@ -570,6 +645,12 @@ BAD = [
     (lambda: Sequential([0.1, 0.2], milestones=[-1]), "milestones"),
     (lambda: Sequential([], milestones=[]), "schedules"),
     (lambda: PerEpoch(0.1, steps_per_epoch=0), "steps_per_epoch"),
+    (lambda: Scaled(CosineAnnealing(0.1, T_max=10), -0.5), "factor"),
+    (lambda: Scaled(CosineAnnealing(0.1, T_max=10), float("nan")), "factor"),
+    (lambda: Scaled(CosineAnnealing(0.1, T_max=10), float("inf")), "factor"),
+    (lambda: Scaled(Scaled(0.1, 1e200), 1e200), "factor"),  # the collapsed product overflows
+    (lambda: CosineAnnealing(0.1, T_max=10) * -2, "factor"),
+    (lambda: Scaled(-0.1, 0.5), "schedule"),
 ]
 
 
@@ -586,24 +667,36 @@ def test_wrong_types_raise_type_error():
         Lambda(0.1, 3.0)
     with pytest.raises(TypeError, match="schedule"):
         LinearWarmup(lambda t: 0.1, warmup_steps=3)
+    cos = CosineAnnealing(0.1, T_max=10)
+    for bad in ("0.5", True, None, 1j):
+        with pytest.raises(TypeError, match=r"\bfactor\b"):
+            Scaled(cos, bad)
+    with pytest.raises(TypeError, match=r"\bfactor\b"):
+        cos * True
+    with pytest.raises(TypeError):
+        cos * cos  # only a number scales a schedule
+    with pytest.raises(TypeError):
+        cos * "2"
 
 
 class FakeOptimizer:
     """The optimizer side of the plateau contract, and nothing else."""
 
     def __init__(self, lrs):
-        self.param_groups = [{"lr": lr, "lr_factor": 1.0} for lr in lrs]
+        self.param_groups = [{"lr": lr} for lr in lrs]
         self.step_count = 0
         self.plateau = None
 
-    def _attach_plateau(self, plateau):
-        self.plateau = plateau
+    def attach_scheduler(self, scheduler):
+        self.plateau = scheduler
 
     def rates(self):
-        """Rates the next step() would use: base(k) * lr_factor."""
+        """Rates the next step() would use: the number in "lr", or the schedule at step k."""
         k = self.step_count
-        return [(g["lr"](k) if callable(g["lr"]) else float(g["lr"])) * g["lr_factor"]
-                for g in self.param_groups]
+        return [g["lr"](k) if callable(g["lr"]) else float(g["lr"]) for g in self.param_groups]
+
+    def check_keys(self):
+        assert all(set(g) == {"lr"} for g in self.param_groups), self.param_groups
 
     def step(self):
         rates = self.rates()
@@ -648,7 +741,11 @@ metric_values = st.one_of(
     st.floats(-10, 10, allow_nan=False))
 
 
-def test_plateau_decisions_match_torch():
+@pytest.mark.parametrize("kind", ["number", "schedule"])
+def test_plateau_decisions_match_torch(kind):
+    """Same decisions as PyTorch.  A numeric lr is rewritten with exactly the numbers
+    PyTorch writes; a schedule-valued lr (here a Constant) becomes Scaled(schedule, f)
+    with the same rate up to rounding."""
     torch = pytest.importorskip("torch")
 
     @settings(max_examples=300, deadline=None)
@@ -658,7 +755,8 @@ def test_plateau_decisions_match_torch():
         params = [torch.nn.Parameter(torch.zeros(1)) for _ in lrs]
         torch_opt = torch.optim.SGD([{"params": [p], "lr": lr} for p, lr in zip(params, lrs)])
         theirs = torch.optim.lr_scheduler.ReduceLROnPlateau(torch_opt, **args)
-        fake = FakeOptimizer(lrs)
+        bases = lrs if kind == "number" else [Constant(lr) for lr in lrs]
+        fake = FakeOptimizer(bases)
         ours = ReduceLROnPlateau(fake, **args)
         assert fake.plateau is ours
         for metric in metrics:
@@ -668,8 +766,17 @@ def test_plateau_decisions_match_torch():
             assert ours.num_bad_epochs == theirs.num_bad_epochs
             assert ours.cooldown_counter == theirs.cooldown_counter
             assert ours.best == theirs.best
-            assert_rel(fake.rates(), [g["lr"] for g in torch_opt.param_groups])
-            assert ours.factors == [g["lr_factor"] for g in fake.param_groups]
+            fake.check_keys()  # no "lr_factor", nor any other key, ever
+            torch_lrs = [g["lr"] for g in torch_opt.param_groups]
+            if kind == "number":
+                assert [g["lr"] for g in fake.param_groups] == torch_lrs
+                assert all(type(g["lr"]) is float for g in fake.param_groups)
+                assert ours.factors == [g["lr"] / lr for g, lr in zip(fake.param_groups, lrs)]
+            else:
+                assert_rel(fake.rates(), torch_lrs)
+                for g, base, f in zip(fake.param_groups, bases, ours.factors):
+                    assert g["lr"] == (base if f == 1.0 else Scaled(base, f))
+            assert_rel(ours.effective_lrs(), torch_lrs)
 
     check()
 
@@ -707,6 +814,7 @@ def test_plateau_nan_counts_as_bad_epoch():
     assert plateau.best == 1.0 and plateau.factors == [0.5] and plateau.num_bad_epochs == 0
     plateau.step(math.nan)
     assert plateau.num_bad_epochs == 1 and fake.rates() == [0.05]
+    assert fake.param_groups == [{"lr": 0.05}]
 
 
 def test_plateau_patience_and_cooldown_by_hand():
@@ -746,14 +854,16 @@ def test_plateau_min_lr_list_and_eps():
 def test_plateau_min_lr_with_groups_added_later():
     fake = FakeOptimizer([0.1])
     plateau = ReduceLROnPlateau(fake, factor=0.1, patience=0, min_lr=0.02)
-    fake.param_groups.append({"lr": 1.0, "lr_factor": 1.0})
+    fake.param_groups.append({"lr": 1.0})
     plateau.step(1.0)
     plateau.step(2.0)  # a float min_lr covers the new group too
     assert_rel(fake.rates(), [0.02, 0.1])
     assert plateau.state_dict()["min_lr"] == 0.02
+    # the ratio of a group added later counts from its rate before the first reduction
+    assert plateau.factors == [0.02 / 0.1, 0.1 / 1.0]
 
     per_group = ReduceLROnPlateau(FakeOptimizer([0.1]), patience=0, min_lr=[0.02])
-    per_group.optimizer.param_groups.append({"lr": 1.0, "lr_factor": 1.0})
+    per_group.optimizer.param_groups.append({"lr": 1.0})
     per_group.step(1.0)
     with pytest.raises(RuntimeError, match="min_lr"):
         per_group.step(2.0)
@@ -761,11 +871,13 @@ def test_plateau_min_lr_with_groups_added_later():
 
 def test_plateau_zero_base_rate_leaves_factor_alone():
     # base(k) == 0 (warm-up from zero): base * (f - new_f) == 0 <= eps, nothing to reduce
-    fake = FakeOptimizer([LinearWarmup(0.1, warmup_steps=10)])
+    sched = LinearWarmup(0.1, warmup_steps=10)
+    fake = FakeOptimizer([sched])
     plateau = ReduceLROnPlateau(fake, patience=0)
     plateau.step(1.0)
     plateau.step(2.0)
     assert plateau.factors == [1.0] and plateau.num_bad_epochs == 0
+    assert fake.param_groups[0]["lr"] is sched  # left as it was, not wrapped
 
 
 def test_plateau_composes_with_warmup_and_cosine_by_hand():
@@ -800,6 +912,9 @@ def test_plateau_composes_with_warmup_and_cosine_by_hand():
     assert_rel(rates, expected)
     assert_rel(rates[32], 0.01)  # min_lr reached exactly at the reduction
     assert base(32) * 0.25 < 0.01 and plateau.factors == [pytest.approx(factor(40), rel=1e-15)]
+    # the group's lr is the schedule, scaled: it keeps its shape
+    assert fake.param_groups[0]["lr"] == Scaled(sched, plateau.factors[0])
+    fake.check_keys()
 
 
 def test_plateau_state_dict_resume_gives_identical_rates():
@@ -825,18 +940,20 @@ def test_plateau_state_dict_resume_gives_identical_rates():
         first = FakeOptimizer([sched, 0.05])
         plateau = ReduceLROnPlateau(first, **kwargs)
         head = run(first, plateau, metrics[:split])
+        # what an optimizer saves of its groups: numbers; it keeps the schedules it was built with
         saved = json.loads(json.dumps({"plateau": plateau.state_dict(), "step_count": first.step_count,
-                                       "factors": [g["lr_factor"] for g in first.param_groups]}))
+                                       "lr1": first.param_groups[1]["lr"]}))
         assert all(isinstance(v, (int, float, str, list)) for v in saved["plateau"].values())
         saved_states.append(saved["plateau"])
 
         second = FakeOptimizer([sched, 0.05])
         second.step_count = saved["step_count"]
-        for group, f in zip(second.param_groups, saved["factors"]):
-            group["lr_factor"] = f
+        second.param_groups[1]["lr"] = saved["lr1"]
         resumed = ReduceLROnPlateau(second, mode="max", factor=0.9)  # overwritten by the load
         resumed.load_state_dict(saved["plateau"])
         assert resumed.mode == "min" and resumed.factor == 0.3
+        # the plateau puts the factor of the schedule-valued group back
+        assert second.param_groups == first.param_groups
         tail = run(second, resumed, metrics[split:])
         assert head + tail == expected, f"resuming after epoch {split}"
         assert resumed.state_dict() == straight_plateau.state_dict()
@@ -884,6 +1001,14 @@ def test_plot_without_matplotlib_says_what_to_install(monkeypatch):
 # ---------------------------------------------------------------------------
 
 
+def scheduler_states(state_dict):
+    """The attached schedulers' states inside an optimizer's state_dict (a list under
+    "schedulers"; older layouts kept the one plateau under "plateau")."""
+    if "schedulers" in state_dict:
+        return list(state_dict["schedulers"])
+    return [] if state_dict.get("plateau") is None else [state_dict["plateau"]]
+
+
 def sgd_trajectory(fusedopt, lr, n_steps, plateau_kwargs=None, metrics=None, steps_per_epoch=1):
     """Run fusedopt.SGD on a float64 parameter with unit gradients: p_{k+1} = p_k - rate_k."""
     p = np.zeros(4)
@@ -904,7 +1029,7 @@ def test_optimizer_follows_schedule():
     sched = OneCycle(0.1, total_steps=50)
     values, opt, _ = sgd_trajectory(fusedopt, sched, 50)
     assert opt.step_count == 50
-    assert opt.param_groups[0]["lr"] is sched and opt.param_groups[0]["lr_factor"] == 1.0
+    assert opt.param_groups[0]["lr"] is sched and "lr_factor" not in opt.param_groups[0]
     expected, p = [], 0.0
     for k in range(50):
         p = p - sched(k)
@@ -945,7 +1070,8 @@ def test_optimizer_with_warmup_cosine_and_plateau():
             twin.step(metrics[k // 4])
     assert_rel(values, expected)
     assert plateau.factors == twin.factors and plateau.factors[0] < 0.5
-    assert opt.param_groups[0]["lr_factor"] == twin.factors[0]
+    assert opt.param_groups[0]["lr"] == fake.param_groups[0]["lr"] == Scaled(sched, twin.factors[0])
+    assert "lr_factor" not in opt.param_groups[0] and "lr_factor" not in repr(opt)
 
 
 @pytest.mark.parametrize("attach_first", [True, False])
@@ -974,8 +1100,9 @@ def test_optimizer_state_dict_carries_plateau(attach_first):
     plateau1 = ReduceLROnPlateau(opt1, **kwargs)
     run(opt1, plateau1, p1, range(6))
     saved = opt1.state_dict()
-    assert saved["plateau"] == plateau1.state_dict()
-    assert saved["param_groups"][0]["lr_factor"] == plateau1.factors[0] < 1.0
+    assert scheduler_states(saved) == [plateau1.state_dict()]
+    assert plateau1.factors[0] < 1.0 and "lr_factor" not in saved["param_groups"][0]
+    assert saved["param_groups"][0]["lr"] == Scaled(sched, plateau1.factors[0]).config()
 
     p2 = p1.copy()
     opt2 = fusedopt.Adam([p2], lr=sched)
@@ -986,8 +1113,205 @@ def test_optimizer_state_dict_carries_plateau(attach_first):
         opt2.load_state_dict(saved)
         plateau2 = ReduceLROnPlateau(opt2, mode="max")  # the optimizer restores it on attach
     assert plateau2.state_dict() == plateau1.state_dict() and plateau2.factors == plateau1.factors
+    assert opt2.param_groups[0]["lr"] == opt1.param_groups[0]["lr"]  # the plateau re-scaled it
+    assert opt2.current_lrs() == opt1.current_lrs()
     run(opt2, plateau2, p2, range(6, len(metrics)))
     np.testing.assert_array_equal(p2, p_straight)
+
+
+@pytest.mark.parametrize("attach_first", [True, False])
+def test_optimizer_state_dict_with_numeric_lr_and_plateau(attach_first):
+    import fusedopt
+
+    metrics = [3.0, 2.0, 2.5, 2.6, 2.7, 1.0, 1.5, 1.6, 1.7]
+    p1 = np.zeros(3)
+    opt1 = fusedopt.SGD([p1], lr=0.05, momentum=0.9)
+    plateau1 = ReduceLROnPlateau(opt1, factor=0.5, patience=1)
+    for metric in metrics[:6]:
+        opt1.step([np.ones(3)])
+        plateau1.step(metric)
+    assert opt1.param_groups[0]["lr"] == 0.025 and plateau1.factors == [0.5]
+    saved = opt1.state_dict()
+    assert saved["param_groups"][0]["lr"] == 0.025
+
+    opt2 = fusedopt.SGD([p1.copy()], lr=0.05, momentum=0.9)
+    if attach_first:
+        plateau2 = ReduceLROnPlateau(opt2)
+        opt2.load_state_dict(saved)
+    else:
+        opt2.load_state_dict(saved)
+        plateau2 = ReduceLROnPlateau(opt2)
+    # the optimizer restores the number; the plateau remembers the rate it started from
+    assert opt2.param_groups[0]["lr"] == 0.025 and plateau2.factors == [0.5]
+    assert plateau2.state_dict() == plateau1.state_dict()
+
+
+def test_optimizer_numeric_lr_plateau_writes_what_torch_writes():
+    import fusedopt
+
+    torch = pytest.importorskip("torch")
+    kwargs = dict(factor=0.3, patience=1, cooldown=1, min_lr=[1e-4, 0.0], threshold=0.01)
+    metrics = [1.0, 0.9, 0.95, 0.97, 0.99, 1.2, 0.5, 0.6, 0.7, 0.8, 0.81, 0.9, 0.3, 0.4, 0.45,
+               0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1]
+    lrs = [0.01, 0.003]
+    params = [np.zeros(2), np.zeros(3)]
+    opt = fusedopt.Adam([{"params": [p], "lr": lr} for p, lr in zip(params, lrs)])
+    ours = ReduceLROnPlateau(opt, **kwargs)
+    torch_params = [torch.nn.Parameter(torch.zeros(1)) for _ in lrs]
+    torch_opt = torch.optim.Adam([{"params": [p], "lr": lr} for p, lr in zip(torch_params, lrs)])
+    theirs = torch.optim.lr_scheduler.ReduceLROnPlateau(torch_opt, **kwargs)
+    for metric in metrics:
+        opt.step([np.ones(2), np.ones(3)])
+        ours.step(metric)
+        theirs.step(metric)
+        assert [g["lr"] for g in opt.param_groups] == [g["lr"] for g in torch_opt.param_groups]
+        assert opt.current_lrs() == [g["lr"] for g in torch_opt.param_groups]
+        assert all("lr_factor" not in g for g in opt.param_groups)
+    assert opt.param_groups[0]["lr"] == 1e-4 and opt.param_groups[1]["lr"] < 0.003 * 0.3 ** 2
+    assert "lr_factor" not in repr(opt)
+
+
+def test_pytorch_style_lr_edits_on_a_schedule_valued_group():
+    import fusedopt
+
+    sched = CosineAnnealing(0.1, T_max=20)
+    p = np.zeros(2)
+    opt = fusedopt.SGD([p], lr=sched)
+    opt.step([np.ones(2)])
+    assert opt.param_groups[0]["lr"] is sched  # "lr" holds the schedule itself
+    assert opt.current_lrs() == [group_rate(opt.param_groups[0], opt.step_count)] == [sched(1)]
+    for group in opt.param_groups:
+        group["lr"] *= 0.1  # as a PyTorch user would
+    assert opt.param_groups[0]["lr"] == Scaled(sched, 0.1)
+    assert opt.current_lrs() == [sched(1) * 0.1]
+    before = p.copy()
+    opt.step([np.ones(2)])
+    np.testing.assert_array_equal(p, before - sched(1) * 0.1)
+    assert "lr_factor" not in repr(opt) and "Scaled(" in repr(opt)
+
+    # a plateau on top multiplies the factor further, collapsing into one Scaled
+    plateau = ReduceLROnPlateau(opt, factor=0.5, patience=0)
+    assert plateau.factors == [0.1]
+    plateau.step(1.0)
+    plateau.step(1.0)
+    assert opt.param_groups[0]["lr"] == Scaled(sched, 0.05) and plateau.factors == [0.05]
+    assert plateau.effective_lrs() == opt.current_lrs() == [sched(2) * 0.05]
+
+
+def test_plateau_on_fusedopt_adam_keeps_repr_and_groups_clean():
+    import fusedopt
+
+    for lr in (0.01, CosineAnnealing(0.01, T_max=50)):
+        opt = fusedopt.Adam([np.zeros(3)], lr=lr)
+        plateau = ReduceLROnPlateau(opt, factor=0.5, patience=0)
+        assert scheduler_states(opt.state_dict()) == [plateau.state_dict()]  # attached by the hook
+        for metric in (1.0, 2.0, 3.0):
+            opt.step([np.ones(3)])
+            plateau.step(metric)
+        assert plateau.factors == [0.25]
+        assert "lr_factor" not in repr(opt)
+        assert all("lr_factor" not in g for g in opt.param_groups)
+        assert all("lr_factor" not in g for g in opt.state_dict()["param_groups"])
+        assert isinstance(opt.param_groups[0]["lr"], float if lr == 0.01 else Scaled)
+
+
+def test_optimizer_has_a_public_scheduler_hook():
+    import fusedopt
+
+    opt = fusedopt.SGD([np.zeros(2)], lr=0.1)
+    assert callable(opt.attach_scheduler) and not hasattr(opt, "_attach_plateau")
+    assert opt.attach_scheduler.__doc__ and "state_dict" in opt.attach_scheduler.__doc__
+
+    class Counter:  # any object with state_dict / load_state_dict
+        def __init__(self):
+            self.n = 0
+
+        def state_dict(self):
+            return {"n": self.n}
+
+        def load_state_dict(self, state):
+            self.n = state["n"]
+
+    counter = Counter()
+    opt.attach_scheduler(counter)
+    counter.n = 7
+    saved = opt.state_dict()
+    assert scheduler_states(saved) == [{"n": 7}]
+    other = fusedopt.SGD([np.zeros(2)], lr=0.1)
+    other.load_state_dict(saved)
+    restored = Counter()
+    other.attach_scheduler(restored)  # a state loaded before attaching is handed over
+    assert restored.n == 7
+
+
+def test_plateau_state_from_before_factors_were_saved_still_loads():
+    fake = FakeOptimizer([CosineAnnealing(0.1, T_max=10), 0.2])
+    plateau = ReduceLROnPlateau(fake)
+    state = plateau.state_dict()
+    del state["factors"], state["initial_lrs"]
+    state["num_bad_epochs"] = 3
+    plateau.load_state_dict(state)
+    assert plateau.num_bad_epochs == 3 and plateau.factors == [1.0, 1.0]
+    bad = plateau.state_dict()
+    bad["factors"] = [0.5]
+    with pytest.raises(ValueError, match="param groups"):
+        plateau.load_state_dict(bad)
+    bad["factors"] = [-0.5, None]
+    with pytest.raises(ValueError, match="factor"):
+        plateau.load_state_dict(bad)
+    assert plateau.num_bad_epochs == 3 and fake.param_groups[0]["lr"] == CosineAnnealing(0.1, T_max=10)
+
+
+def test_plateau_wraps_a_plain_callable_lr():
+    fake = FakeOptimizer([lambda k: 0.1])
+    plateau = ReduceLROnPlateau(fake, factor=0.5, patience=0)
+    plateau.step(1.0)
+    plateau.step(1.0)
+    lr = fake.param_groups[0]["lr"]
+    assert isinstance(lr, Scaled) and lr.factor == 0.5 and isinstance(lr.schedule, Lambda)
+    assert fake.rates() == [0.05] and plateau.factors == [0.5]
+
+
+# ---------------------------------------------------------------------------
+# The package layout
+# ---------------------------------------------------------------------------
+
+
+def test_modules_are_split_and_names_reexported():
+    import importlib
+
+    import fusedopt.schedules as schedules
+
+    plateau_module = importlib.import_module("fusedopt.schedules.plateau")
+    closed_form = importlib.import_module("fusedopt.schedules.closed_form")
+    plot_module = importlib.import_module("fusedopt.schedules.plot")
+    assert plateau_module.ReduceLROnPlateau is schedules.ReduceLROnPlateau is ReduceLROnPlateau
+    assert closed_form.Scaled is schedules.Scaled is Scaled
+    assert closed_form.CosineAnnealing is schedules.CosineAnnealing
+    assert plot_module.plot is schedules.plot is plot
+    for name in ("Schedule", "Constant", "StepDecay", "MultiStepDecay", "ExponentialDecay",
+                 "CosineAnnealing", "CosineAnnealingWarmRestarts", "Polynomial", "LinearWarmup",
+                 "OneCycle", "Lambda", "Sequential", "PerEpoch", "ReduceLROnPlateau",
+                 "from_config", "plot", "Scaled", "group_rate"):
+        assert name in schedules.__all__ and hasattr(schedules, name)
+    assert schedules.__doc__ and "Per-epoch schedules" in schedules.__doc__
+
+
+def test_importing_schedules_does_not_import_matplotlib():
+    import os
+    import subprocess
+
+    code = (
+        "import sys, numpy as np, fusedopt, fusedopt.schedules as s\n"
+        "opt = fusedopt.SGD([np.zeros(2)], lr=s.CosineAnnealing(0.1, T_max=10))\n"
+        "p = s.ReduceLROnPlateau(opt, patience=0)\n"
+        "p.step(1.0); p.step(2.0)\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'matplotlib'))\n"
+    )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
 
 
 # ---------------------------------------------------------------------------

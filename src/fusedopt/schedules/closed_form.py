@@ -5,7 +5,6 @@ Private layout of :mod:`fusedopt.schedules`: import the public names from there.
 
 from __future__ import annotations
 
-import math
 import numbers
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -42,7 +41,6 @@ def _as_schedule(name: str, value: Any) -> "Schedule":
         f"{name} must be a Schedule or a number, got {value!r} "
         "(wrap a plain function f as Lambda(lr, f))"
     )
-
 
 
 # ---------------------------------------------------------------------------
@@ -519,7 +517,6 @@ class PerEpoch(Schedule):
         return self.schedule._rates(t // self.steps_per_epoch)
 
 
-
 class Scaled(Schedule):
     r"""A schedule times a constant factor.
 
@@ -551,6 +548,7 @@ class Scaled(Schedule):
 
     def _rates(self, t: np.ndarray) -> np.ndarray:
         return self.factor * self.schedule._rates(t)
+
 
 _SCHEDULES = {cls.__name__: cls for cls in (
     Constant, StepDecay, MultiStepDecay, ExponentialDecay, CosineAnnealing,

@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 
 import fusedopt
-from fusedopt._numpy_adam import NumPyAdam
+from fusedopt import slow
 
 ADAM_LR = 1e-3
 ADAMW_WEIGHT_DECAY = 1e-2
@@ -75,101 +75,39 @@ def _torch_optimizer(algorithm, params, mode):
     return torch.optim.SGD(params, lr=SGD_LR, momentum=momentum, **options)
 
 
-# -- NumPy peers ---------------------------------------------------------------------
+# -- the NumPy peer --------------------------------------------------------------------
 
-class NumPyAdamW(NumPyAdam):
-    """:class:`NumPyAdam` with decoupled weight decay (one extra in-place pass over p)."""
+class NumPyTwin:
+    """The NumPy peer: :mod:`fusedopt.slow`'s twin of the algorithm, with its state arrays.
 
-    def __init__(self, params, lr=ADAM_LR, weight_decay=ADAMW_WEIGHT_DECAY):
-        super().__init__(params, lr=lr)
-        self.decoupled_weight_decay = weight_decay
-
-    def step(self, grads, lr=None):
-        shrink = 1.0 - (self.lr if lr is None else lr) * self.decoupled_weight_decay
-        for p in self.params:
-            p *= shrink
-        super().step(grads, lr)
-
-
-class NumPySGD:
-    """SGD with in-place NumPy ufuncs and one scratch buffer: the NumPy in-place peer of
-    :class:`fusedopt.SGD` (PyTorch momentum form, velocity form, or no momentum).
-
-    Parameters
-    ----------
-    params : list of ndarray
-        Updated in place.
-    lr, momentum : float
-    lr_in_velocity : bool
-        Velocity form ``v = momentum*v + lr*g; p -= v`` instead of
-        ``b = momentum*b + g; p -= lr*b``.
-    """
-
-    def __init__(self, params, lr=SGD_LR, momentum=0.0, lr_in_velocity=False):
-        self.params, self.lr, self.momentum, self.lr_in_velocity = list(params), lr, momentum, lr_in_velocity
-        self.buffers = [np.zeros_like(p) for p in self.params] if momentum else [None] * len(self.params)
-        self.scratch = [np.empty_like(p) for p in self.params]
-        self.started = False
-
-    def step(self, grads):
-        lr, momentum = self.lr, self.momentum
-        for p, g, b, s in zip(self.params, grads, self.buffers, self.scratch):
-            if not momentum:
-                np.multiply(g, lr, out=s)
-            elif self.lr_in_velocity:                 # v = momentum*v + lr*g; p -= v
-                b *= momentum
-                np.multiply(g, lr, out=s)
-                b += s
-                s = b
-            else:                                     # b = momentum*b + g (b = g first); p -= lr*b
-                if self.started:
-                    b *= momentum
-                    b += g
-                else:
-                    np.copyto(b, g)
-                np.multiply(b, lr, out=s)
-            p -= s
-        self.started = True
-
-
-class NaiveNumPy:
-    """Each algorithm written as plain NumPy expressions, a temporary per operation:
-    what a first NumPy implementation looks like (state arrays are re-bound each step).
+    ``fusedopt.slow.adam_`` / ``sgd_`` update the arrays in place with whole-array
+    NumPy expressions in the kernel's order of operations, each expression
+    allocating its temporaries: the textbook NumPy implementation, so there is
+    one NumPy peer, not an in-place (``out=``) one and a naive one.
     """
 
     def __init__(self, algorithm, params):
         self.algorithm, self.params = algorithm, list(params)
-        self.first = [np.zeros_like(p) for p in self.params]    # m, or the momentum buffer
-        self.second = [np.zeros_like(p) for p in self.params]   # v (Adam only)
-        self.t = 0
+        self.step_count = 0
+        if algorithm in ("adam", "adamw"):
+            self.exp_avg = [np.zeros_like(p) for p in self.params]
+            self.exp_avg_sq = [np.zeros_like(p) for p in self.params]
+        elif algorithm != "sgd-plain":
+            self.momentum_buffer = [np.zeros_like(p) for p in self.params]
 
     def step(self, grads):
-        self.t += 1
-        beta1, beta2, eps = 0.9, 0.999, 1e-8
-        for i, (p, g) in enumerate(zip(self.params, grads)):
-            if self.algorithm in ("adam", "adamw"):
-                if self.algorithm == "adamw":
-                    p -= ADAM_LR * ADAMW_WEIGHT_DECAY * p
-                m = self.first[i] = beta1 * self.first[i] + (1 - beta1) * g
-                v = self.second[i] = beta2 * self.second[i] + (1 - beta2) * g * g
-                p -= (ADAM_LR / (1 - beta1 ** self.t)) * m / (np.sqrt(v / (1 - beta2 ** self.t)) + eps)
-            elif self.algorithm == "sgd":
-                b = self.first[i] = SGD_MOMENTUM * self.first[i] + g if self.t > 1 else g.copy()
-                p -= SGD_LR * b
-            elif self.algorithm == "sgd-velocity":
-                v = self.first[i] = SGD_MOMENTUM * self.first[i] + SGD_LR * g
-                p -= v
-            else:
-                p -= SGD_LR * g
-
-
-NUMPY_INPLACE_OPTIMIZERS = {
-    "adam": lambda ps: NumPyAdam(ps, lr=ADAM_LR),
-    "adamw": lambda ps: NumPyAdamW(ps),
-    "sgd": lambda ps: NumPySGD(ps, momentum=SGD_MOMENTUM),
-    "sgd-velocity": lambda ps: NumPySGD(ps, momentum=SGD_MOMENTUM, lr_in_velocity=True),
-    "sgd-plain": lambda ps: NumPySGD(ps),
-}
+        self.step_count += 1
+        if self.algorithm in ("adam", "adamw"):
+            adamw = self.algorithm == "adamw"
+            slow.adam_(self.params, grads, self.exp_avg, self.exp_avg_sq, step=self.step_count,
+                       lr=ADAM_LR, beta1=0.9, beta2=0.999, eps=1e-8,
+                       weight_decay=ADAMW_WEIGHT_DECAY if adamw else 0.0, decoupled=adamw)
+        elif self.algorithm == "sgd-plain":
+            slow.sgd_(self.params, grads, lr=SGD_LR)
+        else:
+            slow.sgd_(self.params, grads, self.momentum_buffer, lr=SGD_LR, momentum=SGD_MOMENTUM,
+                      lr_in_velocity=self.algorithm == "sgd-velocity",
+                      first_step=self.step_count == 1)
 
 
 # -- adapters: (algorithm, workload, params, grads) -> step() ---------------------------
@@ -205,13 +143,8 @@ def _fusedopt_single(algorithm, workload, params, grads):
     return _step_flat_buffer(algorithm, flat)
 
 
-def _numpy_inplace(algorithm, workload, params, grads):
-    optimizer = NUMPY_INPLACE_OPTIMIZERS[algorithm]([p.copy() for p in params])
-    return lambda: optimizer.step(grads)
-
-
-def _numpy_naive(algorithm, workload, params, grads):
-    optimizer = NaiveNumPy(algorithm, [p.copy() for p in params])
+def _numpy(algorithm, workload, params, grads):
+    optimizer = NumPyTwin(algorithm, [p.copy() for p in params])
     return lambda: optimizer.step(grads)
 
 
@@ -261,8 +194,7 @@ IMPLEMENTATIONS = {i.name: i for i in [
     Implementation("fusedopt", _fusedopt_list, is_peer=False),
     Implementation("fusedopt-flat", _fusedopt_flat, models_only=True, is_peer=False),
     Implementation("fusedopt-single", _fusedopt_single, models_only=True, is_peer=False),
-    Implementation("numpy-inplace", _numpy_inplace, threaded=False),
-    Implementation("numpy-naive", _numpy_naive, threaded=False),
+    Implementation("numpy-inplace", _numpy, threaded=False),
     Implementation("torch-foreach", _torch("foreach"), needs_torch=True),
     Implementation("torch-fused", _torch("fused"), needs_torch=True),
 ]}

@@ -1,7 +1,7 @@
 """The fusedopt benchmark suite.
 
 ``python bench/run.py`` times one optimizer step of fusedopt and its peers
-(NumPy in-place, naive NumPy, torch foreach and fused) on every workload, at
+(NumPy, the twins of fusedopt.slow; torch foreach and fused) on every workload, at
 1 and all threads, float32 and float64, Adam / AdamW / SGD with momentum
 (both forms), next to STREAM copy / triad / update bandwidth measured in the
 same run.  It prints a markdown table and the targets check, and writes

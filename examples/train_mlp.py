@@ -8,10 +8,11 @@ buffer, and every gradient as a view into ONE flat gradient buffer
     model.loss_and_backward(x_batch, y_batch)   # fills model.flat.grad
     optimizer.step([model.flat.grad])           # one fused kernel call updates model.flat.param
 
-The model, the data split and the schedules come from ``fusedopt.demo``
-(read ``MLP.loss_and_backward`` there for the backward pass).  The full demo,
-with progress bars, every option, timings and the same run with a plain
-NumPy Adam for comparison, is ``python -m fusedopt demo``.
+The model, the data split and the schedules come from the demo next to this
+file, ``examples/digits_demo.py`` (read ``MLP.loss_and_backward`` there for the
+backward pass).  The full demo, with progress bars, every option, timings and
+the same run with a plain NumPy Adam for comparison, is
+``python examples/digits_demo.py``.
 
 Run::
 
@@ -19,10 +20,13 @@ Run::
     python examples/train_mlp.py
 """
 import sys
+from pathlib import Path
 
 import fusedopt
-from fusedopt.demo import (MLP, MissingExtraError, load_digits_splits, make_schedule,
-                           shuffled_batches)
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # digits_demo.py sits next to this file
+from digits_demo import (MLP, MissingExtraError, load_digits_splits,  # noqa: E402
+                         make_schedule, shuffled_batches)
 
 EPOCHS = 10
 BATCH_SIZE = 32
@@ -58,7 +62,7 @@ def main():
     _, test_accuracy = model.evaluate(data.X_test, data.y_test)
     print(f"test accuracy {test_accuracy:.2%} ({model.n_parameters:,} parameters, "
           f"{optimizer.step_count} fused steps)")
-    print("timings and a comparison with NumPy Adam: python -m fusedopt demo")
+    print("timings and a comparison with NumPy Adam: python examples/digits_demo.py")
     return 0
 
 

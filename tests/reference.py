@@ -1,49 +1,28 @@
-"""Plain float64 NumPy twins of the kernels: the independent references of the tests.
+"""The float64 references of the tests: :mod:`fusedopt.slow` run on float64 copies.
 
-Written from the update rules in the docs, one step at a time, with no attempt
-at speed.  Each takes and returns float64 arrays.
+The algorithms are written once, in ``fusedopt/slow``; these adapters give them
+the functional form the tests use: the inputs are left untouched and new
+float64 arrays are returned.  Keywords are those of ``fusedopt.slow.adam_`` /
+``sgd_`` (``grad_scale`` divides the gradient, as a loss scale does).
 """
 import numpy as np
 
+from fusedopt import slow
 
-def adam_step(p, g, m, v, vmax, *, step, lr, beta1, beta2, eps, weight_decay=0.0,
-              decoupled=False, maximize=False, grad_scale=1.0):
-    """One Adam/AdamW step; returns new (p, m, v, vmax)."""
-    g = g * grad_scale
-    if maximize:
-        g = -g
-    if weight_decay:
-        if decoupled:
-            p = p * (1.0 - lr * weight_decay)
-        else:
-            g = g + weight_decay * p
-    m = beta1 * m + (1.0 - beta1) * g
-    v = beta2 * v + (1.0 - beta2) * g * g
-    if vmax is not None:
-        vmax = np.maximum(vmax, v)
-        v_used = vmax
-    else:
-        v_used = v
-    m_hat = m / (1.0 - beta1 ** step)
-    v_hat = v_used / (1.0 - beta2 ** step)
-    p = p - lr * m_hat / (np.sqrt(v_hat) + eps)
+
+def _copy(a):
+    return None if a is None else np.array(a, dtype=np.float64, copy=True)
+
+
+def adam_step(p, g, m, v, vmax, **hyper):
+    """One Adam/AdamW step in float64; returns new (p, m, v, vmax)."""
+    p, m, v, vmax = _copy(p), _copy(m), _copy(v), _copy(vmax)
+    slow.adam_(p, _copy(g), m, v, amsgrad_max=vmax, **hyper)
     return p, m, v, vmax
 
 
-def sgd_step(p, g, buf, *, lr, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0,
-             maximize=False, lr_in_velocity=False, first_step=False, grad_scale=1.0):
-    """One SGD step; returns new (p, buf)."""
-    g = g * grad_scale
-    if maximize:
-        g = -g
-    if weight_decay:
-        g = g + weight_decay * p
-    if momentum == 0:
-        return p - lr * g, buf
-    if lr_in_velocity:
-        buf = momentum * buf + lr * (1.0 - dampening) * g
-        step = momentum * buf + lr * g if nesterov else buf
-        return p - step, buf
-    buf = g.copy() if first_step else momentum * buf + (1.0 - dampening) * g
-    direction = g + momentum * buf if nesterov else buf
-    return p - lr * direction, buf
+def sgd_step(p, g, buf, **hyper):
+    """One SGD step in float64; returns new (p, buf)."""
+    p, buf = _copy(p), _copy(buf)
+    slow.sgd_(p, _copy(g), buf, **hyper)
+    return p, buf

@@ -1,8 +1,11 @@
-"""Tests of the end-to-end demo (``python -m fusedopt demo``, ``fusedopt.demo``, the example).
+"""Tests of the end-to-end demo (``examples/digits_demo.py``, ``python -m fusedopt demo``,
+``examples/train_mlp.py``).
 
-The training tests need scikit-learn (the ``fusedopt[examples]`` extra).  They
-skip without it, except under CI, which installs the extra: there a missing
-scikit-learn fails them instead of hiding them.
+The demo is an example script, not part of the package: it is imported from
+``examples/`` next to ``tests/`` (a source checkout, or cibuildwheel's copy of
+the test sources).  The training tests need scikit-learn (the
+``fusedopt[examples]`` extra).  They skip without it, except under CI, which
+installs the extra: there a missing scikit-learn fails them instead of hiding them.
 """
 import os
 import re
@@ -14,8 +17,13 @@ import numpy as np
 import pytest
 
 import fusedopt
-from fusedopt import demo
+from fusedopt import slow
 from fusedopt.schedules import CosineAnnealing, LinearWarmup
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = REPO / "examples"
+sys.path.insert(0, str(EXAMPLES))
+import digits_demo as demo  # noqa: E402  (examples/ is not a package)
 
 try:
     import sklearn  # noqa: F401
@@ -27,7 +35,6 @@ needs_sklearn = pytest.mark.skipif(
     not HAVE_SKLEARN and not os.environ.get("CI"),
     reason='scikit-learn is not installed (pip install "fusedopt[examples]")')
 
-REPO = Path(__file__).resolve().parents[1]
 OPTIONS = ["--epochs", "--batch-size", "--hidden", "--layers", "--optimizer", "--lr",
            "--schedule", "--threads", "--dtype", "--seed", "--plot"]
 
@@ -231,16 +238,45 @@ def test_numpy_reference_optimizers_reproduce_the_kernels(name, dtype):
     np.testing.assert_array_equal(fused_param, reference_param)
 
 
-def test_numpy_adam_follows_the_textbook_update():
+@pytest.mark.parametrize("implementation", ["fusedopt.slow.adam_", "NumpyAdam"])
+def test_numpy_adam_follows_the_textbook_update(implementation):
+    # the independent reference: Adam as the paper writes it, in float64
     rng = np.random.default_rng(2)
     param = rng.standard_normal(50)
     expected = param.copy()
-    optimizer = demo.NumpyAdam([param], lr=0.01, betas=(0.8, 0.9), eps=1e-6)
+    if implementation == "NumpyAdam":
+        optimizer = demo.NumpyAdam([param], lr=0.01, betas=(0.8, 0.9), eps=1e-6)
+        step = optimizer.step
+    else:
+        exp_avg, exp_avg_sq, count = np.zeros(50), np.zeros(50), [0]
+
+        def step(grads):
+            count[0] += 1
+            slow.adam_([param], grads, [exp_avg], [exp_avg_sq], step=count[0], lr=0.01,
+                       beta1=0.8, beta2=0.9, eps=1e-6)
+    m = np.zeros(50)
+    v = np.zeros(50)
+    for t in range(1, 6):
+        grad = rng.standard_normal(50)
+        step([grad])
+        m = 0.8 * m + 0.2 * grad
+        v = 0.9 * v + 0.1 * grad ** 2
+        expected -= 0.01 * (m / (1 - 0.8 ** t)) / (np.sqrt(v / (1 - 0.9 ** t)) + 1e-6)
+    np.testing.assert_allclose(param, expected, rtol=1e-12)
+
+
+def test_numpy_adamw_follows_the_textbook_update():
+    rng = np.random.default_rng(4)
+    param = rng.standard_normal(50)
+    expected = param.copy()
+    optimizer = demo.NumpyAdam([param], lr=0.01, betas=(0.8, 0.9), eps=1e-6,
+                               decoupled_weight_decay=0.1)
     m = np.zeros(50)
     v = np.zeros(50)
     for t in range(1, 6):
         grad = rng.standard_normal(50)
         optimizer.step([grad])
+        expected *= 1 - 0.01 * 0.1
         m = 0.8 * m + 0.2 * grad
         v = 0.9 * v + 0.1 * grad ** 2
         expected -= 0.01 * (m / (1 - 0.8 ** t)) / (np.sqrt(v / (1 - 0.9 ** t)) + 1e-6)
@@ -282,7 +318,7 @@ def test_bad_arguments_give_a_usage_error(argv, option, capsys):
         demo.main(argv)
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
-    assert err.startswith("usage: python -m fusedopt demo")
+    assert err.startswith("usage: python examples/digits_demo.py")
     assert option in err
 
 
@@ -310,6 +346,29 @@ def test_cli_help_exits_0():
     assert completed.returncode == 0, completed.stderr
     for option in OPTIONS:
         assert option in completed.stdout, option
+
+
+def test_script_help_exits_0():
+    completed = _run_python(str(EXAMPLES / "digits_demo.py"), "--help")
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.startswith("usage: python examples/digits_demo.py")
+    for option in OPTIONS:
+        assert option in completed.stdout, option
+
+
+def test_cli_demo_outside_a_checkout_says_where_the_demo_is(tmp_path):
+    completed = subprocess.run([sys.executable, "-m", "fusedopt", "demo", "--epochs", "1"],
+                               capture_output=True, text=True, env=_subprocess_env(),
+                               cwd=tmp_path, timeout=120)
+    assert completed.returncode == 2
+    assert "python examples/digits_demo.py" in completed.stderr
+    assert "Traceback" not in completed.stderr
+
+
+def test_demo_is_not_in_the_package():
+    assert not (Path(fusedopt.__file__).parent / "demo.py").exists()
+    with pytest.raises(ImportError):
+        __import__("fusedopt.demo")
 
 
 def test_run_rejects_bad_values_before_training():

@@ -1,6 +1,17 @@
-"""Command line: ``python -m fusedopt info | bench | demo``."""
+"""Command line: ``python -m fusedopt info | bench | demo``.
+
+``demo`` is not part of the package: the training demo is the example script
+``examples/digits_demo.py`` of a source checkout.  From the root of a checkout
+``python -m fusedopt demo [options]`` runs that script; elsewhere it says
+where the demo is and exits with status 2.
+"""
 import argparse
+import runpy
 import sys
+from pathlib import Path
+
+#: Where the demo lives, relative to the root of a source checkout.
+DEMO_SCRIPT = Path("examples") / "digits_demo.py"
 
 
 def _info(args):
@@ -20,9 +31,21 @@ def _bench(args):
 
 
 def _demo(args, rest):
-    from fusedopt.demo import main as demo_main
-
-    return demo_main(rest)
+    script = Path.cwd() / DEMO_SCRIPT
+    if not script.is_file():
+        print(f"the training demo is not part of the installed package: it is "
+              f"`python {DEMO_SCRIPT.as_posix()}` in a source checkout of fusedopt "
+              f'(with pip install "fusedopt[examples]")', file=sys.stderr)
+        return 2
+    saved_argv = sys.argv
+    sys.argv = [str(script), *rest]
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+    except SystemExit as exit_:
+        return exit_.code
+    finally:
+        sys.argv = saved_argv
+    return 0
 
 
 def main(argv=None):
@@ -35,7 +58,8 @@ def main(argv=None):
     bench.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     bench.add_argument("--repeats", type=int, default=15)
     sub.add_parser("demo", add_help=False,
-                   help="train a NumPy MLP on the digits data set (--help for its options)")
+                   help="run examples/digits_demo.py (a source checkout's training demo) "
+                        "with the remaining arguments")
     args, rest = parser.parse_known_args(argv)
     if args.command == "demo":
         return _demo(args, rest)

@@ -1,7 +1,8 @@
 """End-to-end demo: a NumPy MLP trained on the digits data set with fusedopt.
 
-Run it with ``python -m fusedopt demo`` (``--help`` lists the options), or
-read ``examples/train_mlp.py`` for the recommended structure in a few lines.
+Run it from the root of a source checkout with ``python examples/digits_demo.py``
+(``--help`` lists the options), or read ``examples/train_mlp.py`` for the
+recommended structure in a few lines (it imports the model from here).
 
 The model keeps all its weights and biases as views into one flat parameter
 buffer and all its gradients as views into one flat gradient buffer
@@ -13,10 +14,11 @@ so each training step ends with a single fused kernel call::
 
 The demo then trains the same model again, from the same initial weights on
 the same mini-batches, with a plain NumPy optimizer (:class:`NumpyAdam` or
-:class:`NumpySGD`, in-place ufuncs, the same update rule and learning-rate
-schedule), and reports the test accuracy of both runs, how often their
-predictions agree, and the time spent in the forward/backward pass and in
-the optimizer step.
+:class:`NumpySGD`: thin wrappers around the pure-NumPy twins of the kernels,
+:func:`fusedopt.slow.adam_` and :func:`fusedopt.slow.sgd_`, with the same
+learning-rate schedule), and reports the test accuracy of both runs, how often
+their predictions agree, and the time spent in the forward/backward pass and
+in the optimizer step.
 
 Everything here needs the optional ``fusedopt[examples]`` extra
 (scikit-learn for the data; tqdm and matplotlib are used when present).
@@ -31,6 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 import fusedopt
+from fusedopt import slow
 from fusedopt.schedules import group_rate
 
 __all__ = [
@@ -255,28 +258,28 @@ class MLP:
 class _NumpyOptimizer:
     """What the demo's training loop and ReduceLROnPlateau use of an optimizer.
 
-    One parameter group with ``"lr"`` (a number or a schedule) and
-    ``"lr_factor"`` (lowered by :class:`fusedopt.schedules.ReduceLROnPlateau`),
-    and ``step_count``: the same interface as fusedopt's optimizers.
+    One parameter group, a dict with ``"params"`` and ``"lr"`` (a number or a
+    schedule, which :class:`fusedopt.schedules.ReduceLROnPlateau` lowers in
+    place), and ``step_count``: the same interface as fusedopt's optimizers.
+    The state arrays live here; the update itself is :mod:`fusedopt.slow`'s.
     """
 
     def __init__(self, params, lr):
-        self.param_groups = [{"params": list(params), "lr": lr, "lr_factor": 1.0}]
+        self.param_groups = [{"params": list(params), "lr": lr}]
         self.step_count = 0
 
     def current_lrs(self):
-        """The learning rate the next step will use (schedule times plateau factor)."""
+        """The learning rate the next step will use."""
         return [group_rate(self.param_groups[0], self.step_count)]
 
     def step(self, grads):
-        lr = self.current_lrs()[0]
-        for index, (param, grad) in enumerate(zip(self.param_groups[0]["params"], grads)):
-            self._update(index, param, grad, lr, self.step_count + 1)
+        self._update(self.param_groups[0]["params"], list(grads), self.current_lrs()[0],
+                     self.step_count + 1)
         self.step_count += 1
 
 
 class NumpyAdam(_NumpyOptimizer):
-    r"""Adam (or AdamW) in plain NumPy with in-place ufuncs: what fusedopt replaces.
+    r"""Adam (or AdamW) in plain NumPy: :func:`fusedopt.slow.adam_` with its state.
 
     The update, for step :math:`t = 1, 2, \dots`, with rate :math:`\eta_t`:
 
@@ -288,10 +291,9 @@ class NumpyAdam(_NumpyOptimizer):
         p &\leftarrow p - \frac{\eta_t}{1 - \beta_1^t}\,
              \frac{m}{\sqrt{v} / \sqrt{1 - \beta_2^t} + \epsilon}
 
-    Each line is a few whole-array ufunc passes, in the same order of
-    operations (and with the same rounding of the scalars to the array dtype)
-    as fusedopt's kernel, so the two give the same bits; the kernel does it
-    all in one pass over memory.
+    The twin runs each line as whole-array NumPy expressions, in the kernel's
+    order of operations and with the scalars rounded to the array dtype as
+    the kernel rounds them; the kernel does it all in one pass over memory.
 
     Parameters
     ----------
@@ -312,37 +314,16 @@ class NumpyAdam(_NumpyOptimizer):
         params = self.param_groups[0]["params"]
         self.exp_avg = [np.zeros_like(p) for p in params]
         self.exp_avg_sq = [np.zeros_like(p) for p in params]
-        # two scratch arrays per parameter, so that no step allocates
-        self._denom = [np.empty_like(p) for p in params]
-        self._update_buffer = [np.empty_like(p) for p in params]
 
-    def _update(self, index, param, grad, lr, t):
-        cast = param.dtype.type  # scalars rounded to the array dtype, as in the kernel
-        beta1, beta2 = self.betas
-        step_size = lr / (1.0 - beta1 ** t)
-        inv_sqrt_bias_correction2 = 1.0 / math.sqrt(1.0 - beta2 ** t)
-        exp_avg, exp_avg_sq = self.exp_avg[index], self.exp_avg_sq[index]
-        denom, update = self._denom[index], self._update_buffer[index]
-
-        if self.decoupled_weight_decay:
-            param *= cast(1.0 - lr * self.decoupled_weight_decay)
-        exp_avg *= cast(beta1)
-        np.multiply(grad, cast(1.0 - beta1), out=update)
-        exp_avg += update
-        exp_avg_sq *= cast(beta2)
-        np.multiply(grad, grad, out=update)
-        update *= cast(1.0 - beta2)
-        exp_avg_sq += update
-        np.sqrt(exp_avg_sq, out=denom)
-        denom *= cast(inv_sqrt_bias_correction2)
-        denom += cast(self.eps)
-        np.multiply(exp_avg, cast(step_size), out=update)
-        update /= denom
-        param -= update
+    def _update(self, params, grads, lr, t):
+        slow.adam_(params, grads, self.exp_avg, self.exp_avg_sq, step=t, lr=lr,
+                   beta1=self.betas[0], beta2=self.betas[1], eps=self.eps,
+                   weight_decay=self.decoupled_weight_decay,
+                   decoupled=bool(self.decoupled_weight_decay))
 
 
 class NumpySGD(_NumpyOptimizer):
-    r"""SGD with momentum in plain NumPy with in-place ufuncs (PyTorch's form).
+    r"""SGD with momentum in plain NumPy (PyTorch's form): :func:`fusedopt.slow.sgd_` with its buffers.
 
     .. math::
 
@@ -364,18 +345,10 @@ class NumpySGD(_NumpyOptimizer):
         self.momentum = float(momentum)
         params = self.param_groups[0]["params"]
         self.momentum_buffer = [np.zeros_like(p) for p in params]
-        self._update_buffer = [np.empty_like(p) for p in params]
 
-    def _update(self, index, param, grad, lr, t):
-        cast = param.dtype.type
-        buffer, update = self.momentum_buffer[index], self._update_buffer[index]
-        if t == 1:
-            buffer[...] = grad
-        else:
-            buffer *= cast(self.momentum)
-            buffer += grad
-        np.multiply(buffer, cast(lr), out=update)
-        param -= update
+    def _update(self, params, grads, lr, t):
+        slow.sgd_(params, grads, self.momentum_buffer, lr=lr, momentum=self.momentum,
+                  first_step=t == 1)
 
 
 # ---------------------------------------------------------------------------
@@ -925,7 +898,7 @@ def _positive_float(text):
     return value
 
 
-def build_parser(prog="python -m fusedopt demo"):
+def build_parser(prog="python examples/digits_demo.py"):
     """The demo's argument parser (also used by ``examples/train_mlp.py``)."""
     parser = argparse.ArgumentParser(
         prog=prog,
@@ -967,7 +940,7 @@ def build_parser(prog="python -m fusedopt demo"):
     return parser
 
 
-def main(argv=None, prog="python -m fusedopt demo"):
+def main(argv=None, prog="python examples/digits_demo.py"):
     """Run the demo from the command line.
 
     Parameters

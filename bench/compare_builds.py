@@ -41,6 +41,10 @@ ALL_WORKLOADS = ["1e3", "1e4", "1e5", "1e6", "3.2e7", "resnet18", "mlp200"]
 SUBSET = dict(workloads=["1e3", "1e5", "1e6", "3.2e7", "resnet18", "mlp200"],
               configs=[("float32", a) for a in ("adam", "adamw", "sgd")] + [("float64", "adam")])
 
+STATS = {"median": "median per-call wall time", "min": "fastest call's wall time",
+         "thread_cpu_median": "median per-call CPU time of the calling thread",
+         "process_cpu_median": "median per-call CPU time of the process (all threads)"}
+
 # bench/implementations.py's hyperparameters
 ADAM_LR = 1e-3
 ADAMW_WEIGHT_DECAY = 1e-2
@@ -78,8 +82,17 @@ def _random_normal(shapes, dtype, seed, scale):
     return out
 
 
-def _time_step(step, min_time, min_calls, max_calls, warmup_calls, warmup_time):
-    """(median, min, calls) of the per-call times of one batch, after a warm-up."""
+def _median_of(times):
+    times = sorted(times)
+    mid = len(times) // 2
+    return times[mid] if len(times) % 2 else 0.5 * (times[mid - 1] + times[mid])
+
+
+def _time_step(step, min_time, min_calls, max_calls, warmup_calls, warmup_time, cpu_threshold):
+    """Per-call times of one batch after a warm-up: dict of median and min wall time
+    (perf_counter), and, for calls of at least `cpu_threshold` seconds, the CPU time
+    of the calling thread (thread_time) and of the process (process_time), which a
+    preemption by another process does not inflate."""
     import gc
 
     clock = time.perf_counter
@@ -91,21 +104,36 @@ def _time_step(step, min_time, min_calls, max_calls, warmup_calls, warmup_time):
     # calls in the batch: enough for min_time, from the warm-up's mean call time
     per_call = (clock() - start) / n
     calls = int(min(max_calls, max(min_calls, math.ceil(min_time / max(per_call, 1e-9)))))
-    times = [0.0] * calls
+    with_cpu = per_call >= cpu_threshold
+    wall = [0.0] * calls
+    thread_cpu, process_cpu = ([0.0] * calls, [0.0] * calls) if with_cpu else (None, None)
+    thread_time, process_time = time.thread_time, time.process_time
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        for i in range(calls):
-            t0 = clock()
-            step()
-            times[i] = clock() - t0
+        if with_cpu:
+            for i in range(calls):
+                p0 = process_time()
+                c0 = thread_time()
+                t0 = clock()
+                step()
+                t1 = clock()
+                c1 = thread_time()
+                p1 = process_time()
+                wall[i], thread_cpu[i], process_cpu[i] = t1 - t0, c1 - c0, p1 - p0
+        else:
+            for i in range(calls):
+                t0 = clock()
+                step()
+                wall[i] = clock() - t0
     finally:
         if gc_was_enabled:
             gc.enable()
-    times.sort()
-    mid = calls // 2
-    median = times[mid] if calls % 2 else 0.5 * (times[mid - 1] + times[mid])
-    return median, times[0], calls
+    out = dict(median=_median_of(wall), min=min(wall), calls=calls)
+    if with_cpu:
+        out.update(thread_cpu_median=_median_of(thread_cpu), thread_cpu_min=min(thread_cpu),
+                   process_cpu_median=_median_of(process_cpu), process_cpu_min=min(process_cpu))
+    return out
 
 
 def child_main(spec):
@@ -134,12 +162,12 @@ def child_main(spec):
                     actual_threads = fusedopt.get_num_threads()
                     optimizer = _make_optimizer(fusedopt, algorithm, [p.copy() for p in params])
                     step = lambda: optimizer.step(grads)  # noqa: E731
-                    median, fastest, calls = _time_step(step, **timing)
+                    measured = _time_step(step, **timing)
                     last = [p for group in optimizer.param_groups for p in group["params"]]
                     finite = bool(all(np.isfinite(p).all() for p in last))
                     results.append(dict(workload=workload["name"], dtype=dtype, algorithm=algorithm,
                                         threads=threads, actual_threads=actual_threads,
-                                        median=median, min=fastest, calls=calls, finite=finite))
+                                        finite=finite, **measured))
                     del optimizer, step, last
             del params, grads
     info = fusedopt.info()
@@ -179,6 +207,8 @@ def parse_args(argv=None):
     parser.add_argument("--min-time", type=float, default=None,
                         help="seconds per sample batch (default 0.15; --overhead 1.0)")
     parser.add_argument("--min-calls", type=int, default=5, help="fewest timed calls per sample (default 5)")
+    parser.add_argument("--cpu-threshold", type=float, default=60e-6,
+                        help="also take CPU times of calls at least this long (seconds, default 6e-5)")
     parser.add_argument("--out", type=Path, help="JSON path (default bench/results/compare-<timestamp>.json)")
     parser.add_argument("--python", default=sys.executable, help="interpreter for the children")
     args = parser.parse_args(argv)
@@ -246,6 +276,7 @@ def summarize(trees, rounds_data, keys, stat="median"):
     """Per config: each tree's median over rounds of `stat`, paired ratios to the first tree."""
     base = trees[0][0]
     rows = []
+    keys = [k for k in keys if all(stat in r[name][k] for r in rounds_data for name, _ in trees)]
     for key in keys:
         row = dict(config=key, trees={})
         per_tree = {}
@@ -283,8 +314,8 @@ def markdown(trees, rows, rounds, stat="median"):
                       f"{r['rounds_slower']}/{rounds}"]
         cells += [f"{row['trees'][n]['spread'] * 100:.0f}%" for n, _ in trees]
         lines.append("| " + " | ".join(cells) + " |")
-    note = (f"\nmedian over {rounds} rounds of each sample (a sample = the {'median' if stat == 'median' else 'fastest'}"
-            f" per-call time of a batch); ratio = {'/'.join(others)} median / {base} median; "
+    what = STATS[stat]
+    note = (f"\nmedian over {rounds} rounds of each sample (a sample = the {what} of a batch); ratio = {'/'.join(others)} median / {base} median; "
             "spread = (max - min) / median of a build's per-round samples.")
     return "\n".join(lines) + note
 
@@ -320,7 +351,7 @@ def main(argv=None):
     args = parse_args(argv)
     workloads = [_workload_shapes(name) for name in args.workload_names]
     timing = dict(min_time=args.min_time, min_calls=args.min_calls, max_calls=1 << 20,
-                  warmup_calls=3, warmup_time=min(0.05, args.min_time / 3))
+                  warmup_calls=3, warmup_time=min(0.05, args.min_time / 3), cpu_threshold=args.cpu_threshold)
     t_start = time.perf_counter()
     rounds_data, children = [], []
     for r in range(args.rounds):
@@ -353,6 +384,13 @@ def main(argv=None):
     print("\nfastest call of each batch:\n" + min_table)
     pivot = pivot_table(args.trees, rows, min_rows, args.threads)
     print("\nby thread count:\n" + pivot)
+    # 1 thread: the calling thread's CPU time, which a preemption by another process does not
+    # inflate (steps of cpu_threshold and up).  With a team, the process's CPU time counts the
+    # spin-waits for a preempted team member, so it is kept in the JSON only.
+    cpu_rows = summarize(args.trees, rounds_data, [k for k in keys if k[3] == 1], "thread_cpu_median")
+    cpu_table = markdown(args.trees, cpu_rows, args.rounds, "thread_cpu_median") if cpu_rows else ""
+    if cpu_rows:
+        print("\nCPU time per step of the calling thread, 1 thread:\n" + cpu_table)
     print(f"\ntotal {total:.0f} s")
 
     infos = {}
@@ -372,7 +410,9 @@ def main(argv=None):
         threads=args.threads, configs=args.configs, workloads=workloads, total_seconds=total,
         summary=[dict(row, config=list(row["config"])) for row in rows],
         summary_min=[dict(row, config=list(row["config"])) for row in min_rows],
-        markdown=table, markdown_min=min_table, markdown_by_threads=pivot, children=children)
+        summary_cpu=[dict(row, config=list(row["config"])) for row in cpu_rows],
+        markdown=table, markdown_min=min_table, markdown_by_threads=pivot, markdown_cpu=cpu_table,
+        children=children)
     out = args.out or DEFAULT_OUT_DIR / f"compare-{datetime.datetime.now():%Y%m%d-%H%M%S}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(document, indent=1))

@@ -141,6 +141,13 @@ class Plan:
 def arrays_norm(lists: tuple[TensorList, ...]) -> float:
     """Global L2 norm of the TensorLists' own arrays (NaN if any is non-finite)."""
 
+class StepLock:
+    """A reentrant lock in C: the thread that holds it may take it again."""
+
+    def acquire(self) -> bool:
+        """Take the lock (waiting for another thread to give it up)."""
+    def release(self) -> None: ...
+
 class Stepper:
     """An optimizer's step at C speed: busy flag, lock, plan check, step count."""
 
@@ -148,7 +155,7 @@ class Stepper:
     param_groups: list[dict[str, Any]]
     step_count: int
     @property
-    def lock(self) -> Any: ...
+    def lock(self) -> StepLock: ...
     def __init__(self, param_groups: list[dict[str, Any]]) -> None: ...
     def run(
         self,

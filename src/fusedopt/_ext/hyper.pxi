@@ -19,13 +19,16 @@ cdef str _group_prefix(Py_ssize_t g, Py_ssize_t n_groups):
     return f"param_groups[{g}]: " if n_groups > 1 else ""
 
 
-cdef double _number(object value, str name, str prefix) except? -1.0:
-    """`value` as a double: Python and NumPy reals only (no bool, no str)."""
+cdef inline bint _as_double(object value, double *out):
+    """Store `value` as a double if it is a Python or NumPy real (not a bool, not a
+    str); False otherwise.  The caller words the error, so the fast path formats nothing."""
     if type(value) is float:
-        return <double>value
+        out[0] = <double>value
+        return True
     if isinstance(value, bool) or isinstance(value, np.bool_) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{prefix}{name} must be a real number, got {type(value).__name__}")
-    return <double>float(value)
+        return False
+    out[0] = <double>float(value)
+    return True
 
 
 cdef class HyperReader:
@@ -107,14 +110,13 @@ cdef class HyperReader:
         must not run user code)."""
         cdef Py_ssize_t g, e, n = len(groups)
         cdef double *row
-        cdef str prefix, key
+        cdef str key
         cdef object group_obj, raw
         cdef bint changed = False
         for g in range(n):
             group_obj = groups[g]
             if type(group_obj) is not dict:
                 raise TypeError(f"param_groups[{g}] must be a dict, got {type(group_obj).__name__}")
-            prefix = _group_prefix(g, n)
             row = rows + g * self.n_inputs
             for e in range(self._n_entries):
                 if self._kinds[e] == KIND_CONSTANT:
@@ -123,11 +125,11 @@ cdef class HyperReader:
                 key = <str>self._keys[e]
                 raw = (<dict>group_obj).get(key, _MISSING)
                 if raw is _MISSING:
-                    raise ValueError(f"{prefix}the param group has no {key!r}")
+                    raise ValueError(f"{_group_prefix(g, n)}the param group has no {key!r}")
                 if not call_schedules and self._kinds[e] == KIND_LR and callable(raw):
                     row[self._fields[e]] = 0.0
                     continue
-                self._read_one(raw, key, <Kind>self._kinds[e], prefix, k,
+                self._read_one(raw, key, <Kind>self._kinds[e], g, n, k,
                                has_f32[g] if has_f32 != NULL else 0, row + self._fields[e])
         if self._check is not None:
             if self._n_accepted != n:
@@ -150,43 +152,51 @@ cdef class HyperReader:
                            self.n_inputs * sizeof(double))
         return 0
 
-    cdef int _read_one(self, object raw, str key, Kind kind, str prefix, Py_ssize_t k,
-                       bint has_f32, double *out) except -1:
+    cdef int _read_one(self, object raw, str key, Kind kind, Py_ssize_t g, Py_ssize_t n,
+                       Py_ssize_t k, bint has_f32, double *out) except -1:
+        """Check one value and store it; errors name the group (when there are
+        several) and the key.  Nothing is formatted unless there is an error."""
         cdef double value
+        cdef Py_ssize_t j
         if kind == KIND_BOOL:
             if raw is True or raw is False or isinstance(raw, np.bool_):
                 out[0] = 1.0 if raw else 0.0
                 return 0
-            raise TypeError(f"{prefix}{key} must be True or False, got {raw!r}")
+            raise TypeError(f"{_group_prefix(g, n)}{key} must be True or False, got {raw!r}")
         if kind == KIND_BETAS:
             if not isinstance(raw, (tuple, list)) or len(raw) != 2:
-                raise TypeError(f"{prefix}{key} must be a pair of numbers (beta1, beta2), got {raw!r}")
+                raise TypeError(f"{_group_prefix(g, n)}{key} must be a pair of numbers "
+                                f"(beta1, beta2), got {raw!r}")
             for j in range(2):
-                value = _number(raw[j], f"{key}[{j}]", prefix)
+                if not _as_double(raw[j], &value):
+                    raise TypeError(f"{_group_prefix(g, n)}{key}[{j}] must be a real number, "
+                                    f"got {type(raw[j]).__name__}")
                 if not (0.0 <= value < 1.0):
-                    raise ValueError(f"{prefix}{key}[{j}] must be in [0, 1), got {raw[j]!r}")
+                    raise ValueError(f"{_group_prefix(g, n)}{key}[{j}] must be in [0, 1), got {raw[j]!r}")
                 out[j] = value
             return 0
-        if kind == KIND_LR and not (type(raw) is float) and callable(raw):
+        if not _as_double(raw, &value):
+            if kind != KIND_LR or not callable(raw):
+                raise TypeError(f"{_group_prefix(g, n)}{key} must be a real number"
+                                f"{' or a schedule' if kind == KIND_LR else ''}, got {type(raw).__name__}")
             try:
                 scheduled = raw(k)
             except (TypeError, ValueError) as exc:
-                raise type(exc)(f"{prefix}{key} schedule failed at step {k}: {exc}") from None
-            value = _number(scheduled, f"{key} (its schedule's value at step {k})", prefix)
-        else:
-            if kind == KIND_LR and not isinstance(raw, numbers.Real):
-                raise TypeError(f"{prefix}{key} must be a number or a schedule, got {type(raw).__name__}")
-            value = _number(raw, key, prefix)
+                raise type(exc)(f"{_group_prefix(g, n)}{key} schedule failed at step {k}: {exc}") from None
+            if not _as_double(scheduled, &value):
+                raise TypeError(f"{_group_prefix(g, n)}{key} (a schedule) must give real numbers, "
+                                f"got {type(scheduled).__name__} at step {k}")
         if not isfinite(value) or value < 0.0:
-            raise ValueError(f"{prefix}{key} must be a finite number >= 0, got {raw!r}")
+            raise ValueError(f"{_group_prefix(g, n)}{key} must be a finite number >= 0, got {raw!r}")
         if kind == KIND_UNIT and value > 1.0:
-            raise ValueError(f"{prefix}{key} must be in [0, 1], got {raw!r}")
+            raise ValueError(f"{_group_prefix(g, n)}{key} must be in [0, 1], got {raw!r}")
         if kind == KIND_POSITIVE:
             if not value > 0.0:
-                raise ValueError(f"{prefix}{key} must be a finite number > 0, got {raw!r}")
+                raise ValueError(f"{_group_prefix(g, n)}{key} must be a finite number > 0, got {raw!r}")
             if has_f32 and not (<float>value > 0.0):
-                raise ValueError(f"{prefix}{key} = {raw!r} rounds to 0 in float32: use a value "
-                                 f">= {np.finfo(np.float32).smallest_subnormal} with float32 parameters")
+                raise ValueError(f"{_group_prefix(g, n)}{key} = {raw!r} rounds to 0 in float32: use a "
+                                 f"value >= {np.finfo(np.float32).smallest_subnormal} with float32 "
+                                 f"parameters")
         out[0] = value
         return 0
 

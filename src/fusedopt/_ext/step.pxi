@@ -67,6 +67,11 @@ cdef class ListBlocks:
                 raise LayoutChanged()
         return 0
 
+    cdef void set_multiplier(self, double multiplier):
+        cdef Py_ssize_t b
+        for b in range(self.n_blocks):
+            self.hyper[b * self.stride] = multiplier
+
     def counters(self, Py_ssize_t block):
         """The counters of a block, as ints."""
         cdef Py_ssize_t j
@@ -87,13 +92,17 @@ cdef class Plan:
     cdef list _group_dicts
     cdef list _params_lists
     cdef list _params_copies
+    cdef tuple _lists
     cdef unsigned char *_has_f32
+    cdef double *_rows           # one row of kernel inputs per group, reused every step
 
     def __cinit__(self):
         self._has_f32 = NULL
+        self._rows = NULL
 
     def __dealloc__(self):
         free(self._has_f32)
+        free(self._rows)
 
     def __init__(self, HyperReader reader, tuple blocks, Py_ssize_t n_params, list param_groups,
                  list params_lists, list has_f32):
@@ -106,8 +115,10 @@ cdef class Plan:
         self._group_dicts = list(param_groups)
         self._params_lists = list(params_lists)
         self._params_copies = [list(params) for params in params_lists]
+        self._lists = tuple([(<ListBlocks>lb).tensors for lb in blocks])
         self._has_f32 = <unsigned char *>malloc(max(n, 1))
-        if self._has_f32 == NULL:
+        self._rows = <double *>malloc(max(n * reader.n_inputs, 1) * sizeof(double))
+        if self._has_f32 == NULL or self._rows == NULL:
             raise MemoryError()
         for g in range(n):
             self._has_f32[g] = bool(has_f32[g])
@@ -136,43 +147,40 @@ cdef class Plan:
 
     cdef tuple run(self, list groups, object grads, Py_ssize_t k, double grad_scale,
                    double max_grad_norm, bint skip_nonfinite):
-        """One step (see `step`)."""
-        cdef Py_ssize_t n_groups = len(groups), i
+        """One step (see `step_plan`).  `groups` must be the groups the plan was built
+        for (is_current), so their number matches the rows buffer."""
         cdef ListBlocks lb
         cdef int n_threads = fo_get_num_threads()
         cdef double multiplier, norm = 0.0
         cdef bint non_finite = False, need_norm = max_grad_norm > 0.0 or skip_nonfinite
-        cdef double *rows
-        cdef tuple lists = tuple([lb.tensors for lb in self.blocks])
+        cdef tuple lists = self._lists
+        if len(groups) != len(self._group_dicts):
+            raise ValueError("the plan was built for another number of param groups")
         if not (grad_scale > 0.0) or not isfinite(grad_scale):
             raise ValueError(f"grad_scale must be a finite number > 0, got {grad_scale!r}")
         if not (max_grad_norm >= 0.0) or not isfinite(max_grad_norm):
             raise ValueError(f"max_grad_norm must be a finite number > 0 (or None), got {max_grad_norm!r}")
-        rows = <double *>malloc(max(n_groups * self.reader.n_inputs, 1) * sizeof(double))
-        if rows == NULL:
-            raise MemoryError()
         try:
             # the gradients are taken before user code (schedules) runs
             seq = _as_tuple(grads, self.n_params)
-            self.reader.read(groups, k, self._has_f32, rows)
+            self.reader.read(groups, k, self._has_f32, self._rows)
+            multiplier = 1.0 / grad_scale
             for lb in self.blocks:
-                lb.fill(rows, 1.0)
+                lb.fill(self._rows, multiplier)
             for lb in self.blocks:
                 lb.tensors.check_grads(seq, lists)
-            multiplier = 1.0 / grad_scale
             if need_norm:
                 norm = _norm_of(lists, seq, n_threads, &non_finite, FO_OPERAND_GRAD) / grad_scale
                 if non_finite and skip_nonfinite:
                     return False, norm
                 if max_grad_norm > 0.0:
                     multiplier *= min(1.0, max_grad_norm / (norm + 1e-6))
-            for lb in self.blocks:
-                lb.fill(rows, multiplier)
+                    for lb in self.blocks:
+                        lb.set_multiplier(multiplier)
             for lb in self.blocks:
                 with nogil:
                     fo_step(lb.tensors.kernel, &lb.tensors.c, lb.hyper, lb.n_blocks, n_threads)
         finally:
-            free(rows)
             for lb in self.blocks:
                 lb.tensors.release_grads()
         return True, (norm if need_norm else None)
@@ -231,6 +239,64 @@ def arrays_norm(tuple lists):
     return _norm_of(lists, arrays, fo_get_num_threads(), &non_finite, FO_OPERAND_PARAM)
 
 
+cdef class StepLock:
+    """A reentrant lock in C (the step takes it on every call, so it must be cheap):
+    `acquire()` waits with the GIL released; the thread that holds it may take it again."""
+    cdef PyThread_type_lock _lock
+    cdef long _owner
+    cdef Py_ssize_t _count
+
+    def __cinit__(self):
+        self._lock = PyThread_allocate_lock()
+        if self._lock == NULL:
+            raise MemoryError()
+        self._owner = 0
+        self._count = 0
+
+    def __dealloc__(self):
+        if self._lock != NULL:
+            PyThread_free_lock(self._lock)
+
+    cdef int take(self) except -1:
+        cdef long me = PyThread_get_thread_ident()
+        cdef int got
+        if self._count > 0 and self._owner == me:
+            self._count += 1
+            return 0
+        got = PyThread_acquire_lock(self._lock, NOWAIT_LOCK)
+        if not got:
+            with nogil:
+                PyThread_acquire_lock(self._lock, WAIT_LOCK)
+        self._owner = me
+        self._count = 1
+        return 0
+
+    cdef int give(self) except -1:
+        if self._count <= 0 or self._owner != PyThread_get_thread_ident():
+            raise RuntimeError("StepLock released by a thread that does not hold it")
+        self._count -= 1
+        if self._count == 0:
+            self._owner = 0
+            PyThread_release_lock(self._lock)
+        return 0
+
+    def acquire(self):
+        """Take the lock (waiting for another thread to give it up)."""
+        self.take()
+        return True
+
+    def release(self):
+        self.give()
+
+    def __enter__(self):
+        self.take()
+        return self
+
+    def __exit__(self, *exc):
+        self.give()
+        return False
+
+
 cdef class Stepper:
     """An optimizer's step at C speed: the busy flag, the plan check, the step count.
 
@@ -244,14 +310,14 @@ cdef class Stepper:
     cdef public Plan plan
     cdef public list param_groups
     cdef public Py_ssize_t step_count
-    cdef readonly object lock
+    cdef readonly StepLock lock
     cdef bint busy
 
     def __init__(self, list param_groups):
         self.param_groups = param_groups
         self.plan = None
         self.step_count = 0
-        self.lock = threading.RLock()
+        self.lock = StepLock()
         self.busy = False
 
     def run(self, object grads, double grad_scale, double max_grad_norm, bint skip_nonfinite):
@@ -262,9 +328,9 @@ cdef class Stepper:
             raise RuntimeError("this optimizer is already stepping (in another thread, or "
                                "this step's schedule called step); step one optimizer from "
                                "one thread at a time")
-        self.lock.acquire()   # waits for a state_dict/load_state_dict/save in another thread
+        self.lock.take()      # waits for a state_dict/load_state_dict/save in another thread
         if self.busy:         # another thread's step got in first
-            self.lock.release()
+            self.lock.give()
             raise RuntimeError("this optimizer is already stepping in another thread; step one "
                                "optimizer from one thread at a time")
         self.busy = True
@@ -282,7 +348,7 @@ cdef class Stepper:
             return result
         finally:
             self.busy = False
-            self.lock.release()
+            self.lock.give()
 
 
 def step_plan(Plan plan, list groups, object grads, Py_ssize_t k, double grad_scale=1.0,

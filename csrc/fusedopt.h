@@ -80,9 +80,13 @@ unsigned fo_kernel_slots_needed(int kernel, const double *hyper);
  * fo_kernel_hyper_doubles(kernel) doubles: the first field is the gradient
  * multiplier (loss scale and clipping), then the kernel's inputs and counters
  * in fo_kernel_inputs/fo_kernel_counters order; the rest is scratch for the
- * kernel's per-step constants.  The kernel advances the counters in place.  */
-void fo_step(int kernel, const fo_tensor_list *tensors, double *hyper, int64_t n_hyper,
-             int n_threads);
+ * kernel's per-step constants.  The kernel advances the counters in place.
+ * An algorithm with per-tensor reduction values (fo_kernel_n_reduced > 0) first
+ * reduces every tensor (LAMB's norms) into tensors->reduced, then updates, in the
+ * same parallel region.  Returns 0, or -1 (nothing written) if the kernel id is
+ * out of range or the reduction's scratch could not be allocated. */
+int fo_step(int kernel, const fo_tensor_list *tensors, double *hyper, int64_t n_hyper,
+            int n_threads);
 
 /* ------------------------------------------------------------------------- */
 /* Gradient statistics                                                        */

@@ -65,53 +65,17 @@ static void run_span(const fo_tensor_list *t, fo_range_fn fn, const void *hyper,
     }
 }
 
-static void run_parallel(const fo_tensor_list *t, fo_range_fn fn, const void *hyper, int64_t block,
-                         int n_threads)
-{
-    const int64_t total = t->offset[t->n_tensors];
-    const int team = team_size(total, n_threads);
-    if (total == 0) return;
-#ifdef _OPENMP
-    if (team > 1) {
-        const int64_t align = block % FO_CHUNK_ALIGN == 0 ? block : block * FO_CHUNK_ALIGN;
-#pragma omp parallel num_threads(team)
-        {
-            const int64_t size = omp_get_num_threads();
-            const int64_t me = omp_get_thread_num();
-            int64_t begin = (total / size) * me;
-            int64_t end = (total / size) * (me + 1);
-            begin -= begin % align;
-            end -= end % align;
-            if (me == size - 1) end = total;
-            run_span(t, fn, hyper, begin, end);
-        }
-        return;
-    }
-#else
-    (void)block;
-    (void)team;
-#endif
-    run_span(t, fn, hyper, 0, total);
-}
-
-void fo_step(int kernel, const fo_tensor_list *t, double *hyper, int64_t n_hyper, int n_threads)
-{
-    const fo_kernel_meta *m;
-    int64_t k;
-    if (kernel < 0 || kernel >= FO_N_KERNELS) return;
-    m = &fo_kernel_table[kernel];
-    for (k = 0; k < n_hyper; k++) m->prepare(hyper + k * m->hyper_doubles);
-    run_parallel(t, fo_active_kernels()->range[kernel], hyper, m->block, n_threads);
-}
-
 /* ------------------------------------------------------------------------- */
-/* Statistics: a deterministic blocked reduction                              */
+/* Blocked reductions                                                         */
 /* ------------------------------------------------------------------------- */
 
-/* Each tensor is cut into blocks of FO_STATS_BLOCK elements from its start; each
- * block is reduced over FO_STAT_LANES fixed lanes; blocks are summed pairwise, per
- * tensor and over all.  The order depends on the sizes only. */
-#define FO_STATS_BLOCK 4096
+/* A reduction cuts each tensor into blocks of FO_REDUCE_BLOCK elements from its
+ * start; a block accumulates n_values sums over FO_STAT_LANES fixed lanes, which
+ * are added pairwise into its partial sums; a tensor's result (and the total) is
+ * the pairwise sum of its blocks' partials.  The order depends on the sizes only:
+ * the same bits for any thread count and ISA. */
+#define FO_REDUCE_BLOCK 4096
+#define FO_MAX_REDUCED 4
 
 /* Pairwise sum of x[0..n): error O(log n * eps) and a fixed order. */
 static double pairwise_sum(const double *x, int64_t n)
@@ -125,69 +89,223 @@ static double pairwise_sum(const double *x, int64_t n)
     return pairwise_sum(x, n / 2) + pairwise_sum(x + n / 2, n - n / 2);
 }
 
-/* Reduce block b of the list: the tensor holding it is the last i with first_block[i] <= b. */
-static void stats_block(const fo_tensor_list *t, fo_stats_fn fn, size_t itemsize, fo_operand operand,
-                        const int64_t *first_block, int64_t b, double *sum, double *probe)
+/* Accumulate elements [begin, begin + count) of tensor i into acc[n_values][FO_STAT_LANES]. */
+typedef void (*block_fn)(const fo_tensor_list *t, int64_t i, int64_t begin, int64_t count,
+                         const void *context, double *acc);
+
+typedef struct {
+    const fo_tensor_list *t;
+    block_fn fn;
+    const void *context;
+    int n_values;
+    int64_t n_blocks;
+    int64_t *first_block;   /* n_tensors + 1: blocks before tensor i */
+    double *partial;        /* n_values x n_blocks */
+} reduction;
+
+/* first_block and partial for t; -1 if out of memory. */
+static int reduction_init(reduction *r, const fo_tensor_list *t, block_fn fn, const void *context,
+                          int n_values)
 {
+    int64_t i;
+    r->t = t;
+    r->fn = fn;
+    r->context = context;
+    r->n_values = n_values;
+    r->partial = NULL;
+    r->first_block = (int64_t *)malloc((size_t)(t->n_tensors + 1) * sizeof(int64_t));
+    if (r->first_block == NULL) return -1;
+    r->first_block[0] = 0;
+    for (i = 0; i < t->n_tensors; i++)
+        r->first_block[i + 1] = r->first_block[i] + (t->size[i] + FO_REDUCE_BLOCK - 1) / FO_REDUCE_BLOCK;
+    r->n_blocks = r->first_block[t->n_tensors];
+    r->partial = (double *)malloc((size_t)(n_values * r->n_blocks + 1) * sizeof(double));
+    if (r->partial == NULL) {
+        free(r->first_block);
+        return -1;
+    }
+    return 0;
+}
+
+static void reduction_free(reduction *r)
+{
+    free(r->partial);
+    free(r->first_block);
+}
+
+/* Reduce block b: its tensor is the last i with first_block[i] <= b. */
+static void reduce_block(const reduction *r, int64_t b)
+{
+    const fo_tensor_list *t = r->t;
     int64_t lo = 0, hi = t->n_tensors, begin, count;
-    double acc[FO_STAT_LANES] = {0}, probes[FO_STAT_LANES] = {0};
-    const char *data;
+    double acc[FO_MAX_REDUCED * FO_STAT_LANES] = {0};
+    int j;
     while (hi - lo > 1) {
         const int64_t mid = lo + (hi - lo) / 2;
-        if (first_block[mid] <= b) lo = mid;
+        if (r->first_block[mid] <= b) lo = mid;
         else hi = mid;
     }
-    begin = (b - first_block[lo]) * FO_STATS_BLOCK;
-    count = t->size[lo] - begin < FO_STATS_BLOCK ? t->size[lo] - begin : FO_STATS_BLOCK;
-    data = (const char *)(operand == FO_OPERAND_GRAD ? t->grad[lo] : (const void *)t->param[lo]);
-    fn(data + (size_t)begin * itemsize, count, acc, probes);
-    *sum = pairwise_sum(acc, FO_STAT_LANES);
-    *probe = pairwise_sum(probes, FO_STAT_LANES);
+    begin = (b - r->first_block[lo]) * FO_REDUCE_BLOCK;
+    count = t->size[lo] - begin < FO_REDUCE_BLOCK ? t->size[lo] - begin : FO_REDUCE_BLOCK;
+    r->fn(t, lo, begin, count, r->context, acc);
+    for (j = 0; j < r->n_values; j++)
+        r->partial[j * r->n_blocks + b] = pairwise_sum(acc + j * FO_STAT_LANES, FO_STAT_LANES);
+}
+
+/* out[i * n_values + j]: value j of tensor i (out may be NULL); totals[j] over all. */
+static void reduction_finish(const reduction *r, double *out, double *totals)
+{
+    int64_t i;
+    int j;
+    for (j = 0; j < r->n_values; j++) {
+        const double *values = r->partial + j * r->n_blocks;
+        if (out != NULL)
+            for (i = 0; i < r->t->n_tensors; i++)
+                out[i * r->n_values + j] = pairwise_sum(values + r->first_block[i],
+                                                        r->first_block[i + 1] - r->first_block[i]);
+        if (totals != NULL) totals[j] = pairwise_sum(values, r->n_blocks);
+    }
+}
+
+/* ------------------------------------------------------------------------- */
+/* The step                                                                   */
+/* ------------------------------------------------------------------------- */
+
+/* The update of this thread's share of the concatenated range: even shares cut at
+ * multiples of the chunk alignment and of the kernel's block. */
+static void update_share(const fo_tensor_list *t, fo_range_fn fn, const void *hyper, int64_t block,
+                         int64_t me, int64_t team)
+{
+    const int64_t total = t->offset[t->n_tensors];
+    const int64_t align = block % FO_CHUNK_ALIGN == 0 ? block : block * FO_CHUNK_ALIGN;
+    int64_t begin = (total / team) * me;
+    int64_t end = (total / team) * (me + 1);
+    begin -= begin % align;
+    end -= end % align;
+    if (me == team - 1) end = total;
+    run_span(t, fn, hyper, begin, end);
+}
+
+/* The kernel's per-tensor reduction pass, as a block function. */
+typedef struct {
+    fo_reduce_fn fn;
+    const void *hyper;
+} kernel_reduce_context;
+
+static void kernel_reduce_block(const fo_tensor_list *t, int64_t i, int64_t begin, int64_t count,
+                                const void *context, double *acc)
+{
+    const kernel_reduce_context *c = (const kernel_reduce_context *)context;
+    c->fn(t, i, begin, begin + count, c->hyper, acc);
+}
+
+int fo_step(int kernel, const fo_tensor_list *t, double *hyper, int64_t n_hyper, int n_threads)
+{
+    const fo_kernel_meta *m;
+    const fo_isa_kernels *isa = fo_active_kernels();
+    fo_range_fn update;
+    reduction r;
+    kernel_reduce_context context;
+    int64_t k, b, total;
+    int team, reduce;
+    if (kernel < 0 || kernel >= FO_N_KERNELS) return -1;
+    m = &fo_kernel_table[kernel];
+    update = isa->range[kernel];
+    reduce = m->n_reduced > 0;
+    total = t->offset[t->n_tensors];
+    if (reduce) {
+        if (isa->reduce[kernel] == NULL || t->reduced == NULL || m->n_reduced > FO_MAX_REDUCED) return -1;
+        context.fn = isa->reduce[kernel];
+        context.hyper = hyper;
+        if (reduction_init(&r, t, kernel_reduce_block, &context, m->n_reduced) != 0) return -1;
+    }
+    for (k = 0; k < n_hyper; k++) m->prepare(hyper + k * m->hyper_doubles);
+    team = team_size(total, n_threads);
+    if (total == 0) {
+        team = 1;
+    }
+    if (team > 1) {
+#ifdef _OPENMP
+        /* one region: the reduction's blocks, its per-tensor sums, then the update */
+#pragma omp parallel num_threads(team) private(b)
+        {
+            if (reduce) {
+#pragma omp for schedule(static)
+                for (b = 0; b < r.n_blocks; b++) reduce_block(&r, b);
+#pragma omp single
+                reduction_finish(&r, t->reduced, NULL);
+            }
+            update_share(t, update, hyper, m->block, omp_get_thread_num(), omp_get_num_threads());
+        }
+#endif
+    } else {
+        if (reduce) {
+            for (b = 0; b < r.n_blocks; b++) reduce_block(&r, b);
+            reduction_finish(&r, t->reduced, NULL);
+        }
+        if (total > 0) run_span(t, update, hyper, 0, total);
+    }
+    if (reduce) reduction_free(&r);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------- */
+/* Statistics of one operand                                                  */
+/* ------------------------------------------------------------------------- */
+
+typedef struct {
+    fo_stats_fn fn;
+    size_t itemsize;
+    fo_operand operand;
+} stats_context;
+
+/* sum of squares into lanes 0..7 of acc, the finiteness probe into lanes 8..15 */
+static void stats_block(const fo_tensor_list *t, int64_t i, int64_t begin, int64_t count,
+                        const void *context, double *acc)
+{
+    const stats_context *c = (const stats_context *)context;
+    const char *data = (const char *)(c->operand == FO_OPERAND_GRAD ? t->grad[i] : (const void *)t->param[i]);
+    c->fn(data + (size_t)begin * c->itemsize, count, acc, acc + FO_STAT_LANES);
 }
 
 int fo_stats(int storage, const fo_tensor_list *t, fo_operand operand, int n_threads,
              fo_grad_stats *out, double *per_tensor_sum_sq)
 {
-    const int64_t n = t->n_tensors;
-    const fo_stats_fn fn = storage >= 0 && storage < FO_N_STATS_STORAGES
-                               ? fo_active_kernels()->stats[storage] : NULL;
-    const size_t itemsize = storage == FO_STORAGE_ID_f32 ? sizeof(float) : sizeof(double);
-    int64_t *first_block, n_blocks, b, i;
-    double *sums, *probes, probe_sum;
+    stats_context context;
+    reduction r;
+    double totals[2], *per_tensor = NULL;
+    int64_t b, i;
     int team;
     out->sum_sq = 0.0;
     out->non_finite = 0;
-    if (fn == NULL) return -1;
-    first_block = (int64_t *)malloc((size_t)(n + 1) * sizeof(int64_t));
-    if (first_block == NULL) return -1;
-    first_block[0] = 0;
-    for (i = 0; i < n; i++)
-        first_block[i + 1] = first_block[i] + (t->size[i] + FO_STATS_BLOCK - 1) / FO_STATS_BLOCK;
-    n_blocks = first_block[n];
-    sums = (double *)malloc((size_t)(2 * n_blocks + 1) * sizeof(double));
-    if (sums == NULL) {
-        free(first_block);
-        return -1;
+    if (storage < 0 || storage >= FO_N_STATS_STORAGES) return -1;
+    context.fn = fo_active_kernels()->stats[storage];
+    context.itemsize = storage == FO_STORAGE_ID_f32 ? sizeof(float) : sizeof(double);
+    context.operand = operand;
+    if (reduction_init(&r, t, stats_block, &context, 2) != 0) return -1;
+    if (per_tensor_sum_sq != NULL) {
+        per_tensor = (double *)malloc((size_t)(2 * t->n_tensors + 1) * sizeof(double));
+        if (per_tensor == NULL) {
+            reduction_free(&r);
+            return -1;
+        }
     }
-    probes = sums + n_blocks;
-    team = team_size(t->offset[n], n_threads);
+    team = team_size(t->offset[t->n_tensors], n_threads);
     if (team > 1) {
 #ifdef _OPENMP
 #pragma omp parallel for schedule(static) num_threads(team)
 #endif
-        for (b = 0; b < n_blocks; b++)
-            stats_block(t, fn, itemsize, operand, first_block, b, &sums[b], &probes[b]);
+        for (b = 0; b < r.n_blocks; b++) reduce_block(&r, b);
     } else {
-        for (b = 0; b < n_blocks; b++)
-            stats_block(t, fn, itemsize, operand, first_block, b, &sums[b], &probes[b]);
+        for (b = 0; b < r.n_blocks; b++) reduce_block(&r, b);
     }
-    if (per_tensor_sum_sq != NULL)
-        for (i = 0; i < n; i++)
-            per_tensor_sum_sq[i] = pairwise_sum(sums + first_block[i], first_block[i + 1] - first_block[i]);
-    out->sum_sq = pairwise_sum(sums, n_blocks);
-    probe_sum = pairwise_sum(probes, n_blocks);
-    out->non_finite = probe_sum != probe_sum;
-    free(sums);
-    free(first_block);
+    reduction_finish(&r, per_tensor, totals);
+    if (per_tensor != NULL) {
+        for (i = 0; i < t->n_tensors; i++) per_tensor_sum_sq[i] = per_tensor[2 * i];
+        free(per_tensor);
+    }
+    out->sum_sq = totals[0];
+    out->non_finite = totals[1] != totals[1];
+    reduction_free(&r);
     return 0;
 }

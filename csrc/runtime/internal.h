@@ -36,6 +36,12 @@
 typedef void (*fo_range_fn)(const fo_tensor_list *tensors, int64_t i, int64_t begin, int64_t end,
                             const void *hyper);
 
+/* Accumulate the kernel's per-tensor reduction values over elements [begin, end)
+ * of tensor i into acc[value][FO_STAT_LANES] (element k into lane (k - begin) mod
+ * FO_STAT_LANES; begin is a multiple of the lane count). */
+typedef void (*fo_reduce_fn)(const fo_tensor_list *tensors, int64_t i, int64_t begin, int64_t end,
+                             const void *hyper, double *acc);
+
 /* Storages whose gradients the statistics pass reads (an index of fo_stats). */
 #define FO_STATS_STORAGES(X) X(f32) X(f64)
 #define FO_STORAGE_ENUM(s) FO_STORAGE_ID_##s,
@@ -49,6 +55,7 @@ typedef void (*fo_stats_fn)(const void *data, int64_t n, double *acc, double *pr
 typedef struct {
     const char *name;
     fo_range_fn range[FO_N_KERNELS];
+    fo_reduce_fn reduce[FO_N_KERNELS];    /* NULL for element-wise algorithms */
     fo_stats_fn stats[FO_N_STATS_STORAGES];
 } fo_isa_kernels;
 

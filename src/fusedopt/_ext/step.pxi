@@ -156,7 +156,7 @@ cdef class Plan:
         """One step (see `step_plan`).  `groups` must be the groups the plan was built
         for (is_current), so their number matches the rows buffer."""
         cdef ListBlocks lb
-        cdef int n_threads = fo_get_num_threads()
+        cdef int rc, n_threads = fo_get_num_threads()
         cdef double multiplier, norm = 0.0
         cdef bint non_finite = False, need_norm = max_grad_norm > 0.0 or skip_nonfinite
         cdef tuple lists = self._lists
@@ -185,10 +185,15 @@ cdef class Plan:
                         lb.set_multiplier(multiplier)
             for lb in self.blocks:
                 if lb.tensors.n_elements < GIL_RELEASE_MIN_ELEMENTS:
-                    fo_step(lb.tensors.kernel, &lb.tensors.c, lb.hyper, lb.n_blocks, n_threads)
+                    rc = fo_step(lb.tensors.kernel, &lb.tensors.c, lb.hyper, lb.n_blocks, n_threads)
                 else:
                     with nogil:
-                        fo_step(lb.tensors.kernel, &lb.tensors.c, lb.hyper, lb.n_blocks, n_threads)
+                        rc = fo_step(lb.tensors.kernel, &lb.tensors.c, lb.hyper, lb.n_blocks, n_threads)
+                if rc != 0:
+                    # only a kernel with a reduction pass allocates (its scratch), before
+                    # writing anything; lists stepped before this one keep their step
+                    raise MemoryError(f"fusedopt: no memory for the {fo_kernel_name(lb.tensors.kernel).decode()} "
+                                      f"kernel's reduction pass")
         finally:
             for lb in self.blocks:
                 lb.tensors.release_grads()
@@ -252,7 +257,7 @@ cdef class StepLock:
     """A reentrant lock in C (the step takes it on every call, so it must be cheap):
     `acquire()` waits with the GIL released; the thread that holds it may take it again."""
     cdef PyThread_type_lock _lock
-    cdef long _owner
+    cdef unsigned long _owner
     cdef Py_ssize_t _count
 
     def __cinit__(self):
@@ -267,7 +272,7 @@ cdef class StepLock:
             PyThread_free_lock(self._lock)
 
     cdef int take(self) except -1:
-        cdef long me = PyThread_get_thread_ident()
+        cdef unsigned long me = PyThread_get_thread_ident()
         cdef int got
         if self._count > 0 and self._owner == me:
             self._count += 1

@@ -94,6 +94,7 @@ cdef class TensorList:
     cdef Interval *_intervals
     cdef Py_ssize_t _n_intervals
     cdef list _slot_names
+    cdef double *_reduced
 
     def __cinit__(self):
         cdef int k
@@ -106,6 +107,7 @@ cdef class TensorList:
         self._offsets = NULL
         self._hyper = NULL
         self._intervals = NULL
+        self._reduced = NULL
 
     def __dealloc__(self):
         cdef int k
@@ -118,6 +120,7 @@ cdef class TensorList:
         free(self._offsets)
         free(self._hyper)
         free(self._intervals)
+        free(self._reduced)
 
     def __init__(self, int kernel, list params, list positions, list hyper, list slots,
                  list slot_names, bint writeable=True):
@@ -206,7 +209,11 @@ cdef class TensorList:
         self.c.size = self._sizes
         self.c.offset = self._offsets
         self.c.hyper = self._hyper
-        self.c.reduced = NULL
+        if kernel >= 0 and fo_kernel_n_reduced(kernel) > 0:
+            self._reduced = <double *>calloc(max(n, 1) * fo_kernel_n_reduced(kernel), sizeof(double))
+            if self._reduced == NULL:
+                raise MemoryError()
+        self.c.reduced = self._reduced
 
     cdef void _add_interval(self, cnp.ndarray a, int32_t kind, int64_t index):
         cdef uintptr_t start = <uintptr_t>cnp.PyArray_DATA(a)

@@ -117,6 +117,9 @@ extensions = [
         "fusedopt._core",
         sources=["src/fusedopt/_core.pyx"] + KERNEL_SOURCES,
         include_dirs=["csrc", np.get_include()],
+        # headers and kernels.def: a change to any of them rebuilds the extension
+        depends=sorted(str(p.relative_to(HERE)) for pattern in ("*.h", "*.def", "*.py", "*.pxi", "*.pxd")
+                       for folder in ("csrc", "src/fusedopt/_ext") for p in (HERE / folder).rglob(pattern)),
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
     )
 ]

@@ -14,10 +14,10 @@ from ._core import get_num_threads, set_num_threads
 from ._version import __version__
 from .checkpoint import load, save
 from .flat import FlatParams
-from .optim import SGD, Adam, AdamW, Optimizer
+from .optim import LAMB, SGD, Adam, AdamW, Optimizer
 
 __all__ = [
-    "Adam", "AdamW", "SGD", "Optimizer", "FlatParams", "functional", "schedules",
+    "Adam", "AdamW", "LAMB", "SGD", "Optimizer", "FlatParams", "functional", "schedules",
     "get_num_threads", "set_num_threads", "simd_path", "info", "save", "load", "__version__",
 ]
 

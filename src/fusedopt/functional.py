@@ -9,9 +9,10 @@ import numpy as np
 
 from . import _core
 from .optim.adam import ADAM_SPEC
+from .optim.lamb import LAMB_SPEC
 from .optim.sgd import SGD_SPEC
 
-__all__ = ["adam_", "sgd_", "grad_norm", "clip_grad_norm_"]
+__all__ = ["adam_", "lamb_", "sgd_", "grad_norm", "clip_grad_norm_"]
 
 def tensor_lists(arrays, name="params"):
     """Read-only TensorLists (one per dtype) of `arrays`, for norms; checks each array."""
@@ -120,6 +121,32 @@ def adam_(param, grad, exp_avg, exp_avg_sq, *, step, lr, beta1, beta2, eps, weig
                  amsgrad=amsgrad_max is not None, maximize=maximize)
     _functional_step(ADAM_SPEC, params, grads, slots, (int(step) - 1,), group,
                      {"decoupled": float(decoupled)}, grad_scale)
+
+
+def lamb_(param, grad, exp_avg, exp_avg_sq, *, step, lr, beta1, beta2, eps, weight_decay=0.0,
+          grad_scale=1.0):
+    r"""One LAMB step, in place (see :class:`fusedopt.LAMB`).
+
+    ``r = (m/bc1) / (sqrt(v/bc2) + eps) + weight_decay*p``, then
+    ``p -= lr * r * ||p||/||r||`` with the trust ratio per array (1 where either
+    norm is 0), after ``m``, ``v`` are updated as in Adam.
+
+    Parameters
+    ----------
+    param, grad, exp_avg, exp_avg_sq : ndarray or list of ndarray
+        As in :func:`adam_`.
+    step : int
+        The step number t >= 1 of this update.
+    lr, beta1, beta2, eps, weight_decay, grad_scale : float
+    """
+    params = _as_list(param, "param")
+    n = len(params)
+    grads = _as_list(grad, "grad", n)
+    if isinstance(step, (bool, np.bool_)) or not isinstance(step, (int, np.integer)) or step < 1:
+        raise ValueError(f"step must be an int >= 1, got {step!r}")
+    slots = {"exp_avg": _as_list(exp_avg, "exp_avg", n), "exp_avg_sq": _as_list(exp_avg_sq, "exp_avg_sq", n)}
+    group = dict(lr=lr, betas=(beta1, beta2), eps=eps, weight_decay=weight_decay)
+    _functional_step(LAMB_SPEC, params, grads, slots, (int(step) - 1,), group, None, grad_scale)
 
 
 def sgd_(param, grad, momentum_buffer=None, *, lr, momentum=0.0, dampening=0.0, nesterov=False,

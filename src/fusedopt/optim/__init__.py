@@ -7,6 +7,7 @@ shared machinery (param groups, per-array state, the plan, state_dict) is in
 """
 from ._base import Optimizer
 from .adam import Adam, AdamW
+from .lamb import LAMB
 from .sgd import SGD
 
-__all__ = ["Optimizer", "Adam", "AdamW", "SGD"]
+__all__ = ["Optimizer", "Adam", "AdamW", "LAMB", "SGD"]

@@ -8,6 +8,7 @@ suite (on float64 copies), the NumPy peers of the benchmark, and the NumPy
 optimizer of the demo.  They check nothing: give them what the kernels accept.
 """
 from .adam import adam_
+from .lamb import lamb_
 from .sgd import sgd_
 
-__all__ = ["adam_", "sgd_"]
+__all__ = ["adam_", "lamb_", "sgd_"]

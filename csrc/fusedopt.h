@@ -123,6 +123,9 @@ void fo_set_num_threads(int n);
 int fo_get_num_threads(void);
 int fo_openmp_enabled(void);
 int fo_forked_child(void);
+/* Incremented in the child at each fork: locks and flags held by threads of the
+ * parent (which do not exist in the child) are recognised by it. */
+long fo_fork_generation(void);
 void fo_runtime_init(void);
 
 /* Run-time SIMD dispatch (x86-64: baseline, avx2, avx512). */

@@ -679,6 +679,64 @@ def test_3_os_fork_after_parallel_step_can_step():
     assert_child_ok(*run_child(code, timeout=60))
 
 
+def test_3_fork_while_another_thread_steps_leaves_the_child_a_usable_optimizer():
+    """os.fork() while a second thread of the parent is inside a step (holding the
+    optimizer's lock and busy flag): that thread does not exist in the child, so the
+    child must find the optimizer free: step, state_dict and save work there, within
+    a timeout (before the fix, the child waited forever on the inherited lock)."""
+    code = textwrap.dedent("""
+    import os, threading, time, numpy as np, fusedopt
+    N = 2**21
+    params = [np.zeros(N, np.float32)]
+    grads = [np.ones(N, np.float32)]
+    opt = fusedopt.SGD(params, lr=0.01, momentum=0.9)
+    opt.step(grads)
+    stop = threading.Event()
+
+    def stepper():
+        while not stop.is_set():
+            opt.step(grads)
+
+    t = threading.Thread(target=stepper)
+    t.start()
+    time.sleep(0.05)
+    forks = 0
+    for attempt in range(20):   # fork at different moments of the other thread's steps
+        pid = os.fork()
+        if pid == 0:
+            try:
+                opt.step(grads)
+                sd = opt.state_dict()
+                code = 0 if sd["state"][0]["step"] >= 2 else 2
+            except BaseException as exc:
+                print("child:", type(exc).__name__, exc, flush=True)
+                code = 3
+            os._exit(code)
+        deadline = time.monotonic() + 20
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            if time.monotonic() > deadline:
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+                stop.set(); t.join()
+                print("HANG: the forked child could not step")
+                sys.exit(3)
+            time.sleep(0.01)
+        if os.waitstatus_to_exitcode(status) != 0:
+            stop.set(); t.join()
+            print(f"child exit code {os.waitstatus_to_exitcode(status)}")
+            sys.exit(4)
+        forks += 1
+        time.sleep(0.003 * attempt)
+    stop.set()
+    t.join()
+    print(f"OK forks={forks}")
+    """)
+    assert_child_ok(*run_child(code, timeout=120))
+
+
 @needs_openmp
 def test_3_multiprocessing_fork_context_after_parallel_step_can_step():
     """The same through multiprocessing.get_context("fork").Process."""

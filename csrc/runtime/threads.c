@@ -21,6 +21,7 @@
 static int requested_threads = 0;     /* <= 0: follow omp_get_max_threads() */
 static volatile int team_started = 0; /* a parallel region has run in this process */
 static volatile int forked_child = 0; /* forked after that: stay on one thread */
+static volatile long fork_generation = 0; /* forks this process descends from */
 
 void fo_set_num_threads(int n) { requested_threads = n > FO_MAX_THREADS ? FO_MAX_THREADS : n; }
 
@@ -57,10 +58,12 @@ int fo_openmp_enabled(void)
 }
 
 int fo_forked_child(void) { return forked_child; }
+long fo_fork_generation(void) { return fork_generation; }
 
 #ifdef FO_HAVE_ATFORK
 static void in_child_after_fork(void)
 {
+    fork_generation++;
     if (team_started) forked_child = 1;
 }
 #endif

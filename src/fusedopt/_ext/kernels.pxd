@@ -46,6 +46,7 @@ cdef extern from "fusedopt.h" nogil:
     int fo_get_num_threads()
     int fo_openmp_enabled()
     int fo_forked_child()
+    long fo_fork_generation()
     void fo_runtime_init()
     const char *fo_simd_path()
     const char *fo_simd_supported()

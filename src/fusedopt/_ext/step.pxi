@@ -255,10 +255,13 @@ def arrays_norm(tuple lists):
 
 cdef class StepLock:
     """A reentrant lock in C (the step takes it on every call, so it must be cheap):
-    `acquire()` waits with the GIL released; the thread that holds it may take it again."""
+    `acquire()` waits with the GIL released; the thread that holds it may take it again.
+    In a child forked while another thread of the parent held it, it starts free
+    (that thread does not exist in the child)."""
     cdef PyThread_type_lock _lock
     cdef unsigned long _owner
     cdef Py_ssize_t _count
+    cdef long _generation
 
     def __cinit__(self):
         self._lock = PyThread_allocate_lock()
@@ -266,14 +269,31 @@ cdef class StepLock:
             raise MemoryError()
         self._owner = 0
         self._count = 0
+        self._generation = fo_fork_generation()
 
     def __dealloc__(self):
         if self._lock != NULL:
             PyThread_free_lock(self._lock)
 
+    cdef int _after_fork(self) except -1:
+        """Forked since the lock was last taken: drop what the parent's threads held."""
+        cdef PyThread_type_lock fresh
+        if self._count > 0 and self._owner != PyThread_get_thread_ident():
+            fresh = PyThread_allocate_lock()
+            if fresh == NULL:
+                raise MemoryError()
+            PyThread_free_lock(self._lock)   # held by a thread that does not exist here
+            self._lock = fresh
+            self._owner = 0
+            self._count = 0
+        self._generation = fo_fork_generation()
+        return 0
+
     cdef int take(self) except -1:
         cdef unsigned long me = PyThread_get_thread_ident()
         cdef int got
+        if self._generation != fo_fork_generation():
+            self._after_fork()
         if self._count > 0 and self._owner == me:
             self._count += 1
             return 0
@@ -326,6 +346,7 @@ cdef class Stepper:
     cdef public Py_ssize_t step_count
     cdef readonly StepLock lock
     cdef bint busy
+    cdef long _busy_generation
 
     def __init__(self, list param_groups):
         self.param_groups = param_groups
@@ -338,6 +359,8 @@ cdef class Stepper:
         """One step: (applied, grad_norm), or None if the plan must be rebuilt first."""
         cdef tuple result
         cdef Plan plan
+        if self.busy and self._busy_generation != fo_fork_generation():
+            self.busy = False     # set by a step of the parent's other thread, forked mid-step
         if self.busy:
             raise RuntimeError("this optimizer is already stepping (in another thread, or "
                                "this step's schedule called step); step one optimizer from "
@@ -348,6 +371,7 @@ cdef class Stepper:
             raise RuntimeError("this optimizer is already stepping in another thread; step one "
                                "optimizer from one thread at a time")
         self.busy = True
+        self._busy_generation = fo_fork_generation()
         try:
             plan = self.plan   # read under the lock: load_state_dict may just have replaced it
             if plan is None or not plan.is_current(self.param_groups):

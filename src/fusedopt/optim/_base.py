@@ -335,12 +335,15 @@ class Optimizer:
                                                                     strictly=True)
         max_norm = self._max_grad_norm or 0.0
         result = self._stepper.run(grads, scale, max_norm, self._skip_nonfinite)
-        if result is None:   # groups or state layout changed since the plan was built
+        attempts = 0
+        while result is None:   # groups or state layout changed since the plan was built
+            attempts += 1
+            if attempts > 3:    # another thread keeps editing them
+                raise RuntimeError("param_groups changed while the step was being prepared "
+                                   "(edited from another thread?)")
             with self._stepper.lock:
                 self._build_plan()
             result = self._stepper.run(grads, scale, max_norm, self._skip_nonfinite)
-            if result is None:
-                raise RuntimeError("param_groups changed while the step was being prepared")
         applied, self.last_grad_norm = result
         if not applied:
             self.skipped_steps += 1

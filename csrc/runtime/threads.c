@@ -6,7 +6,9 @@
  * OpenMP runtime for a team of 1e5 threads fails inside it, with no way to report
  * an error.  A process forked from one whose OpenMP team has started cannot use
  * that runtime (libgomp's team waits forever for threads the child does not
- * have), so the kernels run on the calling thread there.
+ * have), so the kernels run on the calling thread in any forked child: whether
+ * some library of the parent started a team of the same runtime cannot be known
+ * from here (libgomp is shared), so every fork counts.
  */
 #include "internal.h"
 
@@ -64,7 +66,7 @@ long fo_fork_generation(void) { return fork_generation; }
 static void in_child_after_fork(void)
 {
     fork_generation++;
-    if (team_started) forked_child = 1;
+    forked_child = 1;
 }
 #endif
 

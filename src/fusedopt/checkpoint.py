@@ -95,17 +95,23 @@ def load(optimizer, path):
     """
     path = os.fspath(path)
     try:
-        with np.load(path, allow_pickle=False) as npz:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):   # a plain .npy file
+            raise ValueError("it holds one array, not an .npz archive")
+        with loaded as npz:
             files = npz.files
             meta = json.loads(npz[_META].tobytes().decode()) if _META in files else None
             arrays = {name: npz[name] for name in files if name != _META}
     except FileNotFoundError:
         raise
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError, AttributeError) as exc:
-        # ValueError: numpy took it for a pickle; AttributeError: a plain .npy, not an .npz
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, AttributeError, UnicodeDecodeError,
+            RecursionError) as exc:
+        # ValueError: numpy took it for a pickle, or bad JSON; RecursionError: absurdly nested JSON
         raise ValueError(f"{path} is not a readable fusedopt checkpoint: {exc}") from None
     if meta is None:
         raise ValueError(f"{path} is not a fusedopt checkpoint (no {_META})")
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path}: its {_META} is not a table")
     version = meta.pop("format_version", None)
     if version != FORMAT_VERSION:
         raise ValueError(f"{path} has checkpoint format {version!r}; this fusedopt reads "

@@ -5,6 +5,8 @@ and returns None.  Every argument may be one array or a list of arrays (all
 lists of the same length), so a whole model takes one call.  All checks happen
 before any buffer is written: a call that raises has changed nothing.
 """
+import numbers
+
 import numpy as np
 
 from . import _core
@@ -14,15 +16,39 @@ from .optim.sgd import SGD_SPEC
 
 __all__ = ["adam_", "lamb_", "sgd_", "grad_norm", "clip_grad_norm_"]
 
-def tensor_lists(arrays, name="params"):
-    """Read-only TensorLists (one per dtype) of `arrays`, for norms; checks each array."""
+def tensor_lists(arrays, name="params", writeable=False):
+    """TensorLists (one per dtype) of `arrays`, for norms; checks each array, and with
+    `writeable` (they will be written) that no two share memory."""
     by_dtype = {}
     for position, a in enumerate(arrays):
-        _core.check_array(a, f"{name}[{position}]", False)
+        _core.check_array(a, f"{name}[{position}]", writeable)
         by_dtype.setdefault(a.dtype.num, []).append(position)
-    return tuple(_core.TensorList(-1, [arrays[i] for i in positions], positions, [0] * len(positions),
-                                  [], [], False)
-                 for _, positions in sorted(by_dtype.items()))
+    lists = tuple(_core.TensorList(-1, [arrays[i] for i in positions], positions,
+                                   [0] * len(positions), [], [], writeable)
+                  for _, positions in sorted(by_dtype.items()))
+    if writeable and len(lists) > 1:
+        _core.check_disjoint(lists)
+    return lists
+
+
+def _real_arg(name, value, strictly_positive=True):
+    """A keyword argument that must be a finite real number (> 0, or >= 0)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    if not np.isfinite(value) or value < 0 or (strictly_positive and value == 0):
+        raise ValueError(f"{name} must be a finite number {'>' if strictly_positive else '>='} 0, "
+                         f"got {value!r}")
+    return value
+
+
+def _step_number(step):
+    """The step number t of a functional call: an int in [1, 2**53]."""
+    if isinstance(step, (bool, np.bool_)) or not isinstance(step, (int, np.integer)):
+        raise TypeError(f"step must be an int >= 1, got {step!r}")
+    if not 1 <= step <= 2 ** 53:
+        raise ValueError(f"step must be an int in [1, 2**53], got {step!r}")
+    return int(step)
 
 
 def _functional_step(spec, params, grads, slots, counters, group, constants=None, grad_scale=1.0):
@@ -52,8 +78,8 @@ def _functional_step(spec, params, grads, slots, counters, group, constants=None
         built.append(_core.ListBlocks(tensors, [0], [tuple(counters)]))
     if len(built) > 1:
         _core.check_disjoint(tuple(b.tensors for b in built))
-    plan = _core.Plan(reader, tuple(built), n, [group], [list(params)], has_f32)
-    _core.step_plan(plan, [group], grads, 0, grad_scale)
+    plan = _core.Plan(reader, tuple(built), n, [group], [list(params)], [list(params)], has_f32)
+    _core.step_plan(plan, [group], grads, 0, _real_arg("grad_scale", grad_scale))
 
 
 def _as_list(value, name, n=None):
@@ -111,8 +137,7 @@ def adam_(param, grad, exp_avg, exp_avg_sq, *, step, lr, beta1, beta2, eps, weig
     params = _as_list(param, "param")
     n = len(params)
     grads = _as_list(grad, "grad", n)
-    if isinstance(step, (bool, np.bool_)) or not isinstance(step, (int, np.integer)) or step < 1:
-        raise ValueError(f"step must be an int >= 1, got {step!r}")
+    step = _step_number(step)
     if not isinstance(decoupled, (bool, np.bool_)):
         raise TypeError(f"decoupled must be True or False, got {decoupled!r}")
     slots = {"exp_avg": _as_list(exp_avg, "exp_avg", n), "exp_avg_sq": _as_list(exp_avg_sq, "exp_avg_sq", n),
@@ -142,8 +167,7 @@ def lamb_(param, grad, exp_avg, exp_avg_sq, *, step, lr, beta1, beta2, eps, weig
     params = _as_list(param, "param")
     n = len(params)
     grads = _as_list(grad, "grad", n)
-    if isinstance(step, (bool, np.bool_)) or not isinstance(step, (int, np.integer)) or step < 1:
-        raise ValueError(f"step must be an int >= 1, got {step!r}")
+    step = _step_number(step)
     slots = {"exp_avg": _as_list(exp_avg, "exp_avg", n), "exp_avg_sq": _as_list(exp_avg_sq, "exp_avg_sq", n)}
     group = dict(lr=lr, betas=(beta1, beta2), eps=eps, weight_decay=weight_decay)
     _functional_step(LAMB_SPEC, params, grads, slots, (int(step) - 1,), group, None, grad_scale)
@@ -214,11 +238,9 @@ def clip_grad_norm_(grads, max_norm):
     (see :func:`grad_norm` for how it is computed).  The optimizers'
     ``max_grad_norm=`` does the same without rewriting the gradients: prefer it.
     """
-    if not (max_norm > 0) or not np.isfinite(max_norm):
-        raise ValueError(f"max_norm must be a finite number > 0, got {max_norm!r}")
+    max_norm = _real_arg("max_norm", max_norm)
     arrays = _as_list(grads, "grads")
-    for position, a in enumerate(arrays):
-        _core.check_array(a, f"grads[{position}]", True)
+    tensor_lists(arrays, "grads", writeable=True)   # scaled in place: no two may share memory
     norm = grad_norm(arrays)
     coefficient = min(1.0, max_norm / (norm + 1e-6))
     if coefficient < 1.0:

@@ -103,11 +103,13 @@ cdef class HyperReader:
         if sorted(filled) != sorted(inputs):
             raise ValueError(f"the spec fills {sorted(filled)}, the kernel reads {sorted(inputs)}")
 
-    cdef int read(self, list groups, Py_ssize_t k, const unsigned char *has_f32,
+    cdef int read(self, tuple groups, Py_ssize_t k, const unsigned char *has_f32,
                   double *rows, bint call_schedules=True) except -1:
         """Fill rows[g * n_inputs + field] for every group g at step count k
         (without call_schedules, a schedule-valued lr reads as 0: for checks that
-        must not run user code)."""
+        must not run user code).  `groups` is a snapshot (a tuple) holding each
+        group dict: user code run here (schedules, __float__) cannot change how
+        many there are or free one.  rows has room for len(groups) rows."""
         cdef Py_ssize_t g, e, n = len(groups)
         cdef double *row
         cdef str key
@@ -158,21 +160,26 @@ cdef class HyperReader:
         several) and the key.  Nothing is formatted unless there is an error."""
         cdef double value
         cdef Py_ssize_t j
+        cdef tuple pair
         if kind == KIND_BOOL:
             if raw is True or raw is False or isinstance(raw, np.bool_):
                 out[0] = 1.0 if raw else 0.0
                 return 0
             raise TypeError(f"{_group_prefix(g, n)}{key} must be True or False, got {raw!r}")
         if kind == KIND_BETAS:
-            if not isinstance(raw, (tuple, list)) or len(raw) != 2:
+            if not isinstance(raw, (tuple, list)):
+                raise TypeError(f"{_group_prefix(g, n)}{key} must be a pair of numbers "
+                                f"(beta1, beta2), got {raw!r}")
+            pair = tuple(raw)   # a snapshot: __float__ of an element may change the list
+            if len(pair) != 2:
                 raise TypeError(f"{_group_prefix(g, n)}{key} must be a pair of numbers "
                                 f"(beta1, beta2), got {raw!r}")
             for j in range(2):
-                if not _as_double(raw[j], &value):
+                if not _as_double(pair[j], &value):
                     raise TypeError(f"{_group_prefix(g, n)}{key}[{j}] must be a real number, "
-                                    f"got {type(raw[j]).__name__}")
+                                    f"got {type(pair[j]).__name__}")
                 if not (0.0 <= value < 1.0):
-                    raise ValueError(f"{_group_prefix(g, n)}{key}[{j}] must be in [0, 1), got {raw[j]!r}")
+                    raise ValueError(f"{_group_prefix(g, n)}{key}[{j}] must be in [0, 1), got {value!r}")
                 out[j] = value
             return 0
         if not _as_double(raw, &value):
@@ -187,12 +194,12 @@ cdef class HyperReader:
                 raise TypeError(f"{_group_prefix(g, n)}{key} (a schedule) must give real numbers, "
                                 f"got {type(scheduled).__name__} at step {k}")
         if not isfinite(value) or value < 0.0:
-            raise ValueError(f"{_group_prefix(g, n)}{key} must be a finite number >= 0, got {raw!r}")
+            raise ValueError(f"{_group_prefix(g, n)}{key} must be a finite number >= 0, got {value!r}")
         if kind == KIND_UNIT and value > 1.0:
-            raise ValueError(f"{_group_prefix(g, n)}{key} must be in [0, 1], got {raw!r}")
+            raise ValueError(f"{_group_prefix(g, n)}{key} must be in [0, 1], got {value!r}")
         if kind == KIND_POSITIVE:
             if not value > 0.0:
-                raise ValueError(f"{_group_prefix(g, n)}{key} must be a finite number > 0, got {raw!r}")
+                raise ValueError(f"{_group_prefix(g, n)}{key} must be a finite number > 0, got {value!r}")
             if has_f32 and not (<float>value > 0.0):
                 raise ValueError(f"{_group_prefix(g, n)}{key} = {raw!r} rounds to 0 in float32: use a "
                                  f"value >= {np.finfo(np.float32).smallest_subnormal} with float32 "

@@ -26,7 +26,7 @@ MAX_THREADS = FO_MAX_THREADS
 def get_num_threads():
     """Number of threads the kernels use: `set_num_threads`'s value, else
     ``omp_get_max_threads()`` (which follows ``OMP_NUM_THREADS`` and threadpoolctl),
-    at most `MAX_THREADS`; 1 in a process forked after the kernels ran threads."""
+    at most `MAX_THREADS`; 1 in a forked child process."""
     return fo_get_num_threads()
 
 
@@ -44,7 +44,8 @@ def set_num_threads(n):
 
 
 def forked_child():
-    """True in a process forked after the kernels ran threads: they run on one thread there."""
+    """True in a forked child process (os.fork, multiprocessing's "fork" start method):
+    the kernels run on one thread there, since the parent's OpenMP team cannot be used."""
     return bool(fo_forked_child())
 
 

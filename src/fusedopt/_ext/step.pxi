@@ -111,16 +111,17 @@ cdef class Plan:
         free(self._rows)
 
     def __init__(self, HyperReader reader, tuple blocks, Py_ssize_t n_params, list param_groups,
-                 list params_lists, list has_f32):
+                 list params_lists, list params_copies, list has_f32):
         cdef Py_ssize_t g, n = len(param_groups)
-        if len(params_lists) != n or len(has_f32) != n:
-            raise ValueError("Plan: one params list and one has_f32 per group")
+        if len(params_lists) != n or len(params_copies) != n or len(has_f32) != n:
+            raise ValueError("Plan: one params list, its copy and one has_f32 per group")
         self.reader = reader
         self.blocks = blocks
         self.n_params = n_params
         self._group_dicts = list(param_groups)
         self._params_lists = list(params_lists)
-        self._params_copies = [list(params) for params in params_lists]
+        # the arrays the TensorLists were built from, copied before any user code ran
+        self._params_copies = [list(copy) for copy in params_copies]
         self._lists = tuple([(<ListBlocks>lb).tensors for lb in blocks])
         self._has_f32 = <unsigned char *>malloc(max(n, 1))
         self._rows = <double *>malloc(max(n * reader.n_inputs, 1) * sizeof(double))
@@ -160,7 +161,8 @@ cdef class Plan:
         cdef double multiplier, norm = 0.0
         cdef bint non_finite = False, need_norm = max_grad_norm > 0.0 or skip_nonfinite
         cdef tuple lists = self._lists
-        if len(groups) != len(self._group_dicts):
+        cdef tuple group_snapshot = tuple(groups)
+        if len(group_snapshot) != len(self._group_dicts):
             raise ValueError("the plan was built for another number of param groups")
         if not (grad_scale > 0.0) or not isfinite(grad_scale):
             raise ValueError(f"grad_scale must be a finite number > 0, got {grad_scale!r}")
@@ -169,7 +171,7 @@ cdef class Plan:
         try:
             # the gradients are taken before user code (schedules) runs
             seq = _as_tuple(grads, self.n_params)
-            self.reader.read(groups, k, self._has_f32, self._rows)
+            self.reader.read(group_snapshot, k, self._has_f32, self._rows)
             multiplier = 1.0 / grad_scale
             for lb in self.blocks:
                 lb.fill(self._rows, multiplier)
@@ -355,6 +357,11 @@ cdef class Stepper:
         self.lock = StepLock()
         self.busy = False
 
+    @property
+    def stepping(self):
+        """True while a step of this optimizer runs (in this process)."""
+        return bool(self.busy) and self._busy_generation == fo_fork_generation()
+
     def run(self, object grads, double grad_scale, double max_grad_norm, bint skip_nonfinite):
         """One step: (applied, grad_norm), or None if the plan must be rebuilt first."""
         cdef tuple result
@@ -399,7 +406,9 @@ def step_plan(Plan plan, list groups, object grads, Py_ssize_t k, double grad_sc
 def slots_needed(int kernel, HyperReader reader, list groups, Py_ssize_t k, list has_f32):
     """For each group: the slot numbers its options make `kernel` use.  Checks every
     hyperparameter except the values of schedules (no user code runs here)."""
-    cdef Py_ssize_t g, n = len(groups), j
+    cdef tuple snapshot = tuple(groups)
+    cdef tuple flags_snapshot = tuple(has_f32)
+    cdef Py_ssize_t g, n = len(snapshot), j
     cdef unsigned mask
     cdef double *block = <double *>calloc(max(fo_kernel_hyper_doubles(kernel), 1), sizeof(double))
     cdef double *rows = <double *>malloc(max(n * reader.n_inputs, 1) * sizeof(double))
@@ -409,8 +418,8 @@ def slots_needed(int kernel, HyperReader reader, list groups, Py_ssize_t k, list
         raise MemoryError()
     try:
         for g in range(n):
-            flags[g] = bool(has_f32[g])
-        reader.read(groups, k, flags, rows, False)
+            flags[g] = bool(flags_snapshot[g]) if g < len(flags_snapshot) else True
+        reader.read(snapshot, k, flags, rows, False)
         result = []
         for g in range(n):
             memcpy(block + 1, rows + g * reader.n_inputs, reader.n_inputs * sizeof(double))

@@ -18,6 +18,8 @@ cdef str _array_problem(object arr, bint writeable):
     """Why `arr` cannot be used as a kernel buffer, or None."""
     if not cnp.PyArray_Check(arr):
         return f"must be a numpy.ndarray, got {type(arr).__name__}"
+    if isinstance(arr, np.ma.MaskedArray):
+        return "must be a plain ndarray, not a masked array (the kernels would ignore its mask)"
     cdef cnp.ndarray a = <cnp.ndarray>arr
     cdef int typenum = cnp.PyArray_TYPE(a)
     if typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64:
@@ -38,7 +40,7 @@ def check_array(arr, name, writeable):
     problem = _array_problem(arr, writeable)
     if problem is None:
         return
-    if not cnp.PyArray_Check(arr) or "dtype" in problem:
+    if not cnp.PyArray_Check(arr) or "dtype" in problem or "masked" in problem:
         raise TypeError(f"{name} {problem}")
     raise ValueError(f"{name} {problem}")
 
@@ -267,6 +269,10 @@ cdef class TensorList:
             p = <cnp.ndarray>self.params[i]
             if not cnp.PyArray_ISWRITEABLE(p):
                 raise ValueError(f"params[{pos}] must be writeable (it is updated in place)")
+            if (cnp.PyArray_DATA(p) != self._param_ptrs[i] or cnp.PyArray_SIZE(p) != self._sizes[i]
+                    or cnp.PyArray_TYPE(p) != self.typenum or not cnp.PyArray_IS_C_CONTIGUOUS(p)):
+                # resized, re-typed or re-strided in place since the plan was built
+                raise LayoutChanged()
             if not cnp.PyArray_Check(g_obj):
                 raise TypeError(f"grads[{pos}] must be a numpy.ndarray, got {type(g_obj).__name__}")
             g = <cnp.ndarray>g_obj
@@ -288,6 +294,23 @@ cdef class TensorList:
                                          f"a gradient must not alias what the step writes")
             self._grads[i] = g
             self._grad_ptrs[i] = cnp.PyArray_DATA(g)
+        self._check_slots_unchanged()
+        return 0
+
+    cdef int _check_slots_unchanged(self) except -1:
+        """LayoutChanged if a state buffer was resized or re-typed in place (opt.state
+        hands them out) since the plan was built."""
+        cdef Py_ssize_t i, k
+        cdef cnp.ndarray s
+        for k in range(len(self.slots)):
+            for i in range(self.n_tensors):
+                if self._slot_ptrs[k][i] == NULL:
+                    continue
+                s = <cnp.ndarray>(<list>self.slots[k])[i]
+                if (cnp.PyArray_DATA(s) != self._slot_ptrs[k][i] or cnp.PyArray_SIZE(s) != self._sizes[i]
+                        or cnp.PyArray_TYPE(s) != self.typenum or not cnp.PyArray_IS_C_CONTIGUOUS(s)
+                        or not cnp.PyArray_ISWRITEABLE(s)):
+                    raise LayoutChanged()
         return 0
 
     cdef void release_grads(self):

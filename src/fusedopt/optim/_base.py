@@ -174,12 +174,21 @@ class Optimizer:
         if not isinstance(param_group, dict):
             raise TypeError(f"param_group must be a dict, got {type(param_group).__name__}")
         with self._stepper.lock:
+            self._not_inside_a_step("add_param_group")
             self._param_groups.append(dict(param_group))
             try:
-                self._build_plan()
+                self._build_plan(keep_removed=True)
             except BaseException:
                 self._param_groups.pop()
                 raise
+
+    def _not_inside_a_step(self, what):
+        """RuntimeError if called from inside this optimizer's step (by a schedule):
+        the step has read its plan and would apply it over what this changes.
+        (Called holding the lock: a step in another thread has finished by then.)"""
+        if self._stepper.stepping:
+            raise RuntimeError(f"{what} cannot be called while this optimizer is stepping "
+                               f"(from a schedule or another callback of its step)")
 
     def _complete_groups(self):
         """Give every group a list-valued "params" and the defaults it lacks."""
@@ -210,21 +219,26 @@ class Optimizer:
         for state, blocks, block in self._members:
             state.counters = blocks.counters(block)
 
-    def _build_plan(self, states=None):
+    def _build_plan(self, states=None, keep_removed=False):
         """Check the groups and every array, allocate missing state, build the plan.
 
         Nothing changes unless everything checks: then the per-array states are
         the given ones (default: the current ones, with new arrays fresh and
-        removed arrays dropped)."""
+        removed arrays dropped; with keep_removed, kept: add_param_group uses it,
+        so that clearing the groups and adding them back one by one loses nothing;
+        the next step drops what is still absent)."""
         self._sync_counters()
         self._complete_groups()
         old = self._states if states is None else states
-        # what the plan is built from, taken before any user code (schedules) runs
-        params_lists = [group["params"] for group in self._param_groups]
+        # what the plan is built from, taken before any user code (__float__ of a
+        # hyperparameter) runs: the plan is current only while the groups still hold these
+        groups_snapshot = tuple(self._param_groups)
+        params_lists = [group["params"] for group in groups_snapshot]
+        params_copies = [list(params_list) for params_list in params_lists]
         n_counters = len(self.spec.counters)
-        params = [p for params_list in params_lists for p in params_list]
+        params = [p for copy in params_copies for p in copy]
         positions_of_kernel, new_states, first = {}, {}, {}
-        group_of = [g for g, params_list in enumerate(params_lists) for _ in params_list]
+        group_of = [g for g, copy in enumerate(params_copies) for _ in copy]
         for position, p in enumerate(params):
             _core.check_array(p, f"params[{position}]", True)
             if id(p) in new_states:
@@ -236,11 +250,11 @@ class Optimizer:
                 else _ArrayState(p, n_counters)
             kernel = self.spec.kernel(p.dtype)["id"]
             positions_of_kernel.setdefault(kernel, []).append(position)
-        has_f32 = [any(p.dtype == np.float32 for p in params_list) for params_list in params_lists]
+        has_f32 = [any(p.dtype == np.float32 for p in copy) for copy in params_copies]
         slot_names = self.spec.slots
         allocations, built, members = {}, [], []
         for kernel, positions in sorted(positions_of_kernel.items()):
-            needed = _core.slots_needed(kernel, self._reader, self._param_groups,
+            needed = _core.slots_needed(kernel, self._reader, list(groups_snapshot),
                                         self.step_count, has_f32)
             blocks_of, block_groups, block_counters = {}, [], []
             slots = [[None] * len(positions) for _ in slot_names]
@@ -270,11 +284,14 @@ class Optimizer:
         lists = tuple(b.tensors for b in built)
         if len(lists) > 1:
             _core.check_disjoint(lists)   # e.g. a float32 and a float64 view of the same bytes
-        plan = _core.Plan(self._reader, tuple(built), len(params), self._param_groups,
-                          params_lists, has_f32)
+        plan = _core.Plan(self._reader, tuple(built), len(params), list(groups_snapshot),
+                          params_lists, params_copies, has_f32)
         # commit
         for (array_id, k), buffer in allocations.items():
             new_states[array_id].slots[slot_names[k]] = buffer
+        if keep_removed:
+            for array_id, state in old.items():
+                new_states.setdefault(array_id, state)
         self._states = new_states
         self._members = members
         self._stepper.plan = plan
@@ -395,7 +412,10 @@ class Optimizer:
                 saved["params"] = list(range(index, index + len(group["params"])))
                 index += len(group["params"])
                 groups.append(saved)
-            state = {i: {name: (np.array(value, copy=True) if isinstance(value, np.ndarray) else value)
+            params = self._all_params()
+            # copies, in the parameter's shape (it may have been reshaped in place since)
+            state = {i: {name: (np.array(value, copy=True).reshape(params[i].shape)
+                                if isinstance(value, np.ndarray) else value)
                          for name, value in entry.items()}
                      for i, entry in self.state.items()}
             return {
@@ -418,29 +438,46 @@ class Optimizer:
         stopping.
         """
         with self._stepper.lock:
+            self._not_inside_a_step("load_state_dict")
             self._ensure_plan()
             restored, states, counters, step_count, skipped, schedulers = \
                 self._check_state_dict(state_dict)
-            old_groups = [dict(group) for group in self._param_groups]
-            for group, new in zip(self._param_groups, restored):
-                params_list = group["params"]
-                group.clear()
-                group.update(new)
-                group["params"] = params_list
+            self._sync_counters()
+            # what a failure below puts back (the new state lives in new buffers)
+            old = ([dict(group) for group in self._param_groups], self._states, self.step_count,
+                   self.skipped_steps)
             try:
-                self._build_plan(states)
-            except BaseException:
-                for group, old in zip(self._param_groups, old_groups):
+                for group, new in zip(self._param_groups, restored):
+                    params_list = group["params"]
                     group.clear()
-                    group.update(old)
+                    group.update(new)
+                    group["params"] = params_list
+                self._build_plan(states)
+                self.step_count = step_count
+                self.skipped_steps = skipped
+                # last: a plateau re-wraps schedule-valued rates of the restored groups
+                self._load_schedulers(schedulers)
+            except BaseException:
+                old_groups, old_states, self.step_count, self.skipped_steps = old
+                for group, saved in zip(self._param_groups, old_groups):
+                    group.clear()
+                    group.update(saved)
+                self._build_plan(old_states)
                 raise
-            self.step_count = step_count
-            self.skipped_steps = skipped
-            pending = list(schedulers)
-            for scheduler in self._schedulers:
-                if pending:
-                    scheduler.load_state_dict(pending.pop(0))
-            self._pending_scheduler_states = pending
+            self._pending_scheduler_states = list(schedulers[len(self._schedulers):])
+
+    def _load_schedulers(self, states):
+        """Load each attached scheduler's saved state; if one fails, put back the
+        ones already loaded and raise ValueError naming it."""
+        before = [scheduler.state_dict() for scheduler in self._schedulers]
+        for i, (scheduler, state) in enumerate(zip(self._schedulers, states)):
+            try:
+                scheduler.load_state_dict(state)
+            except Exception as exc:
+                for earlier, saved in zip(self._schedulers[:i + 1], before):
+                    earlier.load_state_dict(saved)
+                raise ValueError(f"state_dict schedulers[{i}] cannot be loaded into "
+                                 f"{type(scheduler).__name__}: {exc}") from exc
 
     def _check_state_dict(self, sd):
         """Everything load_state_dict needs, checked; raises before anything changes."""
@@ -474,6 +511,9 @@ class Optimizer:
                                  f"parameters, the optimizer's has {len(group['params'])}")
             new = {name: value for name, value in group.items() if name != "params"}
             for name, value in saved.items():
+                if name != "params" and name not in group:
+                    raise ValueError(f"state_dict param_groups[{g}] has {name!r}, which "
+                                     f"{type(self).__name__}'s groups do not have")
                 if name == "params" or (name == "lr" and not isinstance(value, numbers.Real)):
                     continue   # a schedule stays the one the optimizer was built with
                 new[name] = tuple(value) if name == "betas" and isinstance(value, list) else copy.deepcopy(value)
@@ -494,6 +534,8 @@ class Optimizer:
         for key, entry in saved_state.items():
             i = self._count(int(key) if isinstance(key, str) and key.isdigit() else key,
                             "state_dict['state'] key")
+            if i in entries:
+                raise ValueError(f"state_dict state has two entries for parameter {i}")
             if i >= len(params):
                 raise ValueError(f"state_dict state has an entry for parameter {i}, "
                                  f"the optimizer has {len(params)}")
@@ -544,8 +586,8 @@ class Optimizer:
         """A counter: an int >= 0 (not a bool, not a float)."""
         if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
             raise TypeError(f"{name} must be an int >= 0, got {value!r}")
-        if value < 0:
-            raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+        if not 0 <= value <= 2 ** 53:   # counters live in doubles in the kernels
+            raise ValueError(f"{name} must be an int in [0, 2**53], got {value!r}")
         return int(value)
 
     # -- pickling and repr ------------------------------------------------------

@@ -279,13 +279,45 @@ class ReduceLROnPlateau:
         factor of 1), ``base`` being its unscaled schedule.  Numeric rates are
         left alone: the optimizer's own ``load_state_dict`` restores them.
         """
+        if not isinstance(state, Mapping):
+            raise TypeError(f"state must be a mapping, got {type(state).__name__}")
+        required = ("mode", "factor", "patience", "threshold", "threshold_mode", "cooldown",
+                    "min_lr", "eps", "best", "num_bad_epochs", "cooldown_counter", "last_epoch")
+        missing = [key for key in required if key not in state]
+        if missing:
+            raise ValueError(f"state is missing {missing}")
+        # every value checked as the constructor checks it, before anything changes
         groups = self.optimizer.param_groups
+        mode = _choice("mode", state["mode"], ("min", "max"))
+        threshold_mode = _choice("threshold_mode", state["threshold_mode"], ("rel", "abs"))
+        factor = _real("factor", state["factor"])
+        if not 0.0 < factor < 1.0:
+            raise ValueError(f"factor must lie in (0, 1), got {factor!r}")
+        patience = _integer("patience", state["patience"], 0)
+        threshold = _real("threshold", state["threshold"])
+        cooldown = _integer("cooldown", state["cooldown"], 0)
+        min_lr = state["min_lr"]
+        if isinstance(min_lr, (list, tuple)):
+            default_min_lr, min_lrs = None, [_rate("min_lr", m) for m in min_lr]
+        else:
+            default_min_lr = _rate("min_lr", min_lr)
+            min_lrs = [default_min_lr] * len(groups)
+        eps = _real("eps", state["eps"])
+        best = _real("best", state["best"])
+        num_bad_epochs = _integer("num_bad_epochs", state["num_bad_epochs"], 0)
+        cooldown_counter = _integer("cooldown_counter", state["cooldown_counter"], 0)
+        last_epoch = _integer("last_epoch", state["last_epoch"], 0)
+        initial_lrs = state.get("initial_lrs")
+        if initial_lrs is not None:
+            if not isinstance(initial_lrs, (list, tuple)):
+                raise TypeError(f"initial_lrs must be a list, got {type(initial_lrs).__name__}")
+            initial_lrs = [None if v is None else _rate("initial_lrs", v) for v in initial_lrs]
         factors = state.get("factors")  # absent in states saved before fusedopt had it
         new_lrs = {}
         if factors is not None:
-            if len(factors) != len(groups):
-                raise ValueError(f"the state holds factors for {len(factors)} param groups, "
-                                 f"the optimizer has {len(groups)}")
+            if not isinstance(factors, (list, tuple)) or len(factors) != len(groups):
+                raise ValueError(f"factors must hold one value for each of the {len(groups)} "
+                                 f"param groups, got {factors!r}")
             for i, (group, f) in enumerate(zip(groups, factors)):
                 lr = group["lr"]
                 if f is None or not callable(lr):
@@ -293,26 +325,15 @@ class ReduceLROnPlateau:
                 base, current = _split(lr)
                 if _rate("factor", f) != current:
                     new_lrs[i] = base if f == 1.0 else Scaled(base, f)
-        self.mode = _choice("mode", state["mode"], ("min", "max"))
-        self.threshold_mode = _choice("threshold_mode", state["threshold_mode"], ("rel", "abs"))
-        self.factor = float(state["factor"])
-        self.patience = int(state["patience"])
-        self.threshold = float(state["threshold"])
-        self.cooldown = int(state["cooldown"])
-        min_lr = state["min_lr"]
-        if isinstance(min_lr, (list, tuple)):
-            self._default_min_lr = None
-            self.min_lrs = [float(m) for m in min_lr]
-        else:
-            self._default_min_lr = float(min_lr)
-            self.min_lrs = [self._default_min_lr] * len(groups)
-        self.eps = float(state["eps"])
-        self.best = float(state["best"])
-        self.num_bad_epochs = int(state["num_bad_epochs"])
-        self.cooldown_counter = int(state["cooldown_counter"])
-        self.last_epoch = int(state["last_epoch"])
-        if state.get("initial_lrs") is not None:
-            self._initial_lrs = [None if v is None else float(v) for v in state["initial_lrs"]]
+        # commit
+        self.mode, self.threshold_mode, self.factor = mode, threshold_mode, factor
+        self.patience, self.threshold, self.cooldown = patience, threshold, cooldown
+        self._default_min_lr, self.min_lrs = default_min_lr, min_lrs
+        self.eps, self.best = eps, best
+        self.num_bad_epochs, self.cooldown_counter, self.last_epoch = \
+            num_bad_epochs, cooldown_counter, last_epoch
+        if initial_lrs is not None:
+            self._initial_lrs = initial_lrs
         for i, lr in new_lrs.items():
             groups[i]["lr"] = lr
 

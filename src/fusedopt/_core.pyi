@@ -142,7 +142,7 @@ def arrays_norm(lists: tuple[TensorList, ...]) -> float:
     """Global L2 norm of the TensorLists' own arrays (NaN if any is non-finite)."""
 
 class StepLock:
-    """A reentrant lock in C: the thread that holds it may take it again."""
+    """A reentrant lock whose state lives under the GIL (no system call uncontended)."""
 
     def acquire(self) -> bool:
         """Take the lock (waiting for another thread to give it up)."""

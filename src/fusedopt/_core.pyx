@@ -15,15 +15,14 @@ from libc.stdlib cimport calloc, free, malloc, qsort
 from libc.string cimport memcmp, memcpy
 from libc.math cimport isfinite, sqrt
 from cpython.ref cimport PyObject
-from cpython.pythread cimport (NOWAIT_LOCK, WAIT_LOCK, PyThread_acquire_lock, PyThread_allocate_lock,
-                               PyThread_free_lock, PyThread_get_thread_ident, PyThread_release_lock,
-                               PyThread_type_lock)
+from cpython.pythread cimport PyThread_get_thread_ident
 
 cimport numpy as cnp
 
 from fusedopt._ext.kernels cimport *
 
 import numbers
+from time import sleep as _sleep
 
 import numpy as np
 

@@ -256,64 +256,38 @@ def arrays_norm(tuple lists):
 
 
 cdef class StepLock:
-    """A reentrant lock in C (the step takes it on every call, so it must be cheap):
-    `acquire()` waits with the GIL released; the thread that holds it may take it again.
-    In a child forked while another thread of the parent held it, it starts free
-    (that thread does not exist in the child)."""
-    cdef PyThread_type_lock _lock
+    """A reentrant lock whose state lives under the GIL: taking it uncontended (the
+    step does, every call) is two C assignments, no system call.  A thread that finds
+    it held by another waits in short sleeps with the GIL released (a state_dict
+    waiting for a step, or the reverse: rare and short).  In a child forked while
+    another thread of the parent held it, it starts free (that thread does not exist
+    in the child)."""
     cdef unsigned long _owner
     cdef Py_ssize_t _count
     cdef long _generation
 
     def __cinit__(self):
-        self._lock = PyThread_allocate_lock()
-        if self._lock == NULL:
-            raise MemoryError()
         self._owner = 0
         self._count = 0
         self._generation = fo_fork_generation()
 
-    def __dealloc__(self):
-        if self._lock != NULL:
-            PyThread_free_lock(self._lock)
-
-    cdef int _after_fork(self) except -1:
-        """Forked since the lock was last taken: drop what the parent's threads held."""
-        cdef PyThread_type_lock fresh
-        if self._count > 0 and self._owner != PyThread_get_thread_ident():
-            fresh = PyThread_allocate_lock()
-            if fresh == NULL:
-                raise MemoryError()
-            PyThread_free_lock(self._lock)   # held by a thread that does not exist here
-            self._lock = fresh
-            self._owner = 0
-            self._count = 0
-        self._generation = fo_fork_generation()
-        return 0
-
     cdef int take(self) except -1:
         cdef unsigned long me = PyThread_get_thread_ident()
-        cdef int got
-        if self._generation != fo_fork_generation():
-            self._after_fork()
-        if self._count > 0 and self._owner == me:
-            self._count += 1
-            return 0
-        got = PyThread_acquire_lock(self._lock, NOWAIT_LOCK)
-        if not got:
-            with nogil:
-                PyThread_acquire_lock(self._lock, WAIT_LOCK)
-        self._owner = me
-        self._count = 1
+        if self._generation != fo_fork_generation():   # forked since: the parent's holder is gone
+            self._generation = fo_fork_generation()
+            if self._count > 0 and self._owner != me:
+                self._count = 0
+        while self._count > 0 and self._owner != me:
+            _sleep(1e-4)                               # releases the GIL
+        if self._count == 0:
+            self._owner = me
+        self._count += 1
         return 0
 
     cdef int give(self) except -1:
         if self._count <= 0 or self._owner != PyThread_get_thread_ident():
             raise RuntimeError("StepLock released by a thread that does not hold it")
         self._count -= 1
-        if self._count == 0:
-            self._owner = 0
-            PyThread_release_lock(self._lock)
         return 0
 
     def acquire(self):

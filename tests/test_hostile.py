@@ -95,6 +95,9 @@ def test_reshaped_parameter_keeps_a_loadable_state_dict():
     other = fusedopt.Adam([np.zeros((3, 4))], lr=0.1)
     other.load_state_dict(sd)
     assert other.state[0]["step"] == 2
+    opt.add_param_group({"params": [np.zeros(2)]})   # a rebuild: the state follows the new shape
+    opt.step([np.ones((3, 4)), np.ones(2)])
+    assert opt.state[0]["exp_avg"].shape == (3, 4) and opt.state[0]["step"] == 3
 
 
 def test_fork_always_runs_single_threaded():

@@ -246,8 +246,12 @@ class Optimizer:
                                  f"the same array appears twice in the param groups")
             first[id(p)] = position
             state = old.get(id(p))
-            new_states[id(p)] = state if state is not None and state.array is p \
-                else _ArrayState(p, n_counters)
+            if state is None or state.array is not p:
+                state = _ArrayState(p, n_counters)
+            for name, buffer in state.slots.items():
+                if buffer.shape != p.shape and buffer.size == p.size:
+                    state.slots[name] = buffer.reshape(p.shape)   # p was reshaped in place: a view
+            new_states[id(p)] = state
             kernel = self.spec.kernel(p.dtype)["id"]
             positions_of_kernel.setdefault(kernel, []).append(position)
         has_f32 = [any(p.dtype == np.float32 for p in copy) for copy in params_copies]

@@ -9,7 +9,7 @@ import pytest
 
 import fusedopt
 from fusedopt import functional
-from test_hardening import assert_child_ok, run_child
+from test_hardening import assert_child_ok, needs_openmp, run_child
 
 
 # -- user code that changes what the binding is reading ---------------------------
@@ -100,6 +100,7 @@ def test_reshaped_parameter_keeps_a_loadable_state_dict():
     assert opt.state[0]["exp_avg"].shape == (3, 4) and opt.state[0]["step"] == 3
 
 
+@needs_openmp
 def test_fork_always_runs_single_threaded():
     """Another library may have started the shared OpenMP runtime's team: every fork
     counts, whether fusedopt ran threads before it or not."""

@@ -923,49 +923,39 @@ def test_5_load_checkpoint_rejects_missing_buffer(tmp_path):
     assert_unchanged(opt, before)
 
 
-@pytest.mark.parametrize("bad", BAD_STEPS, ids=repr)
-def test_5_load_checkpoint_rejects_bad_step(bad, tmp_path):
-    """fusedopt.load of a checkpoint whose state 0 "step" is bad raises TypeError/ValueError
-    naming "step" (a null step is not silently replaced by step_count)."""
-    path = donor_checkpoint(tmp_path)
-
+def _set_step(bad):
     def edit(meta):
         meta["state"]["0"]["step"] = bad
-
-    rewrite_checkpoint(path, edit_meta=edit)
-    opt = trained()
-    before = snapshot(opt)
-    with pytest.raises((TypeError, ValueError), match="step"):
-        fusedopt.load(opt, path)
-    assert_unchanged(opt, before)
+    return edit
 
 
-def test_5_load_checkpoint_rejects_non_dict_state_entry(tmp_path):
-    """A checkpoint whose state 0 metadata is not an object raises TypeError/ValueError."""
+def _set_state_entry(meta):
+    meta["state"]["0"] = 5
+
+
+def _drop_group_params(meta):
+    del meta["param_groups"][1]["params"]
+
+
+#: (metadata edit, error types, message) of checkpoints that fusedopt.load must reject
+CHECKPOINT_EDITS = {
+    **{f"step={bad!r}": (_set_step(bad), (TypeError, ValueError), "step") for bad in BAD_STEPS},
+    "state entry not a dict": (_set_state_entry, (TypeError, ValueError), "state"),
+    "group without params": (_drop_group_params, ValueError, "params"),
+}
+
+
+@pytest.mark.parametrize("case", list(CHECKPOINT_EDITS))
+def test_5_load_checkpoint_rejects_bad_metadata(case, tmp_path):
+    """fusedopt.load of a checkpoint whose metadata has a bad counter (a null step is
+    not silently replaced by step_count), a state entry that is not an object, or a
+    group without "params" raises, naming what is wrong; nothing changes."""
+    edit, errors, match = CHECKPOINT_EDITS[case]
     path = donor_checkpoint(tmp_path)
-
-    def edit(meta):
-        meta["state"]["0"] = 5
-
     rewrite_checkpoint(path, edit_meta=edit)
     opt = trained()
     before = snapshot(opt)
-    with pytest.raises((TypeError, ValueError), match="state"):
-        fusedopt.load(opt, path)
-    assert_unchanged(opt, before)
-
-
-def test_5_load_checkpoint_rejects_group_without_params(tmp_path):
-    """A checkpoint whose param group lacks "params" raises ValueError mentioning "params"."""
-    path = donor_checkpoint(tmp_path)
-
-    def edit(meta):
-        del meta["param_groups"][1]["params"]
-
-    rewrite_checkpoint(path, edit_meta=edit)
-    opt = trained()
-    before = snapshot(opt)
-    with pytest.raises(ValueError, match="params"):
+    with pytest.raises(errors, match=match):
         fusedopt.load(opt, path)
     assert_unchanged(opt, before)
 

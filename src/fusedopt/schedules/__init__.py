@@ -72,6 +72,7 @@ in ``fusedopt.schedules.plot`` (which imports matplotlib only when called;
 """
 
 from ._base import Schedule, group_rate
+from . import closed_form
 from .closed_form import (
     Constant,
     CosineAnnealing,
@@ -91,23 +92,4 @@ from .closed_form import (
 from .plateau import ReduceLROnPlateau
 from .plot import plot  # matplotlib itself is imported only when plot() is called
 
-__all__ = [
-    "Schedule",
-    "Constant",
-    "StepDecay",
-    "MultiStepDecay",
-    "ExponentialDecay",
-    "CosineAnnealing",
-    "CosineAnnealingWarmRestarts",
-    "Polynomial",
-    "LinearWarmup",
-    "OneCycle",
-    "Lambda",
-    "Sequential",
-    "PerEpoch",
-    "Scaled",
-    "ReduceLROnPlateau",
-    "from_config",
-    "group_rate",
-    "plot",
-]
+__all__ = ["Schedule", *closed_form.__all__, "ReduceLROnPlateau", "group_rate", "plot"]

@@ -238,12 +238,24 @@ def test_numpy_reference_optimizers_reproduce_the_kernels(name, dtype):
     np.testing.assert_array_equal(fused_param, reference_param)
 
 
+def _textbook_adam(param, grads, decoupled_weight_decay=0.0):
+    """The independent reference: Adam (AdamW with decoupled decay) as the papers write
+    it, in float64, with lr 0.01, betas (0.8, 0.9), eps 1e-6; the final parameters."""
+    expected, m, v = param.copy(), np.zeros_like(param), np.zeros_like(param)
+    for t, grad in enumerate(grads, start=1):
+        expected *= 1 - 0.01 * decoupled_weight_decay
+        m = 0.8 * m + 0.2 * grad
+        v = 0.9 * v + 0.1 * grad ** 2
+        expected -= 0.01 * (m / (1 - 0.8 ** t)) / (np.sqrt(v / (1 - 0.9 ** t)) + 1e-6)
+    return expected
+
+
 @pytest.mark.parametrize("implementation", ["fusedopt.slow.adam_", "NumpyAdam"])
 def test_numpy_adam_follows_the_textbook_update(implementation):
-    # the independent reference: Adam as the paper writes it, in float64
     rng = np.random.default_rng(2)
     param = rng.standard_normal(50)
-    expected = param.copy()
+    grads = [rng.standard_normal(50) for _ in range(5)]
+    expected = _textbook_adam(param, grads)
     if implementation == "NumpyAdam":
         optimizer = demo.NumpyAdam([param], lr=0.01, betas=(0.8, 0.9), eps=1e-6)
         step = optimizer.step
@@ -254,32 +266,20 @@ def test_numpy_adam_follows_the_textbook_update(implementation):
             count[0] += 1
             slow.adam_([param], grads, [exp_avg], [exp_avg_sq], step=count[0], lr=0.01,
                        beta1=0.8, beta2=0.9, eps=1e-6)
-    m = np.zeros(50)
-    v = np.zeros(50)
-    for t in range(1, 6):
-        grad = rng.standard_normal(50)
+    for grad in grads:
         step([grad])
-        m = 0.8 * m + 0.2 * grad
-        v = 0.9 * v + 0.1 * grad ** 2
-        expected -= 0.01 * (m / (1 - 0.8 ** t)) / (np.sqrt(v / (1 - 0.9 ** t)) + 1e-6)
     np.testing.assert_allclose(param, expected, rtol=1e-12)
 
 
 def test_numpy_adamw_follows_the_textbook_update():
     rng = np.random.default_rng(4)
     param = rng.standard_normal(50)
-    expected = param.copy()
+    grads = [rng.standard_normal(50) for _ in range(5)]
+    expected = _textbook_adam(param, grads, decoupled_weight_decay=0.1)
     optimizer = demo.NumpyAdam([param], lr=0.01, betas=(0.8, 0.9), eps=1e-6,
                                decoupled_weight_decay=0.1)
-    m = np.zeros(50)
-    v = np.zeros(50)
-    for t in range(1, 6):
-        grad = rng.standard_normal(50)
+    for grad in grads:
         optimizer.step([grad])
-        expected *= 1 - 0.01 * 0.1
-        m = 0.8 * m + 0.2 * grad
-        v = 0.9 * v + 0.1 * grad ** 2
-        expected -= 0.01 * (m / (1 - 0.8 ** t)) / (np.sqrt(v / (1 - 0.9 ** t)) + 1e-6)
     np.testing.assert_allclose(param, expected, rtol=1e-12)
 
 

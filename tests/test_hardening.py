@@ -644,7 +644,24 @@ def child_work():
     opt.step(grads)
     p = params[0]
     ok = p.min() == p.max() and p[0] < first
-    return 0 if ok else 2
+    return 0 if ok else 2"""
+
+#: child-side helper of the fork tests: wait for a forked child, killing it if it hangs
+_WAIT_FOR_CHILD = """
+import os, time
+
+def wait_for_child(pid, seconds):
+    \"\"\"The forked child's exit code, or None if it ran past `seconds` (then it is killed).\"\"\"
+    deadline = time.monotonic() + seconds
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            return None
+        time.sleep(0.01)
 """
 
 
@@ -652,7 +669,7 @@ def child_work():
 def test_3_os_fork_after_parallel_step_can_step():
     """os.fork() after a 2-thread step on 2**20 elements: the forked child steps and
     exits 0 (a hang in the OpenMP runtime is killed after 45 s and fails the test)."""
-    code = _FORK_SETUP + textwrap.dedent("""
+    code = _FORK_SETUP + _WAIT_FOR_CHILD + textwrap.dedent("""
     pid = os.fork()
     if pid == 0:
         try:
@@ -660,18 +677,10 @@ def test_3_os_fork_after_parallel_step_can_step():
         except BaseException:
             code = 3
         os._exit(code)
-    deadline = time.monotonic() + 45
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            break
-        if time.monotonic() > deadline:
-            os.kill(pid, 9)
-            os.waitpid(pid, 0)
-            print("HANG: the forked child did not finish stepping within 45 s")
-            sys.exit(3)
-        time.sleep(0.05)
-    code = os.waitstatus_to_exitcode(status)
+    code = wait_for_child(pid, 45)
+    if code is None:
+        print("HANG: the forked child did not finish stepping within 45 s")
+        sys.exit(3)
     if code != 0:
         print(f"forked child exit code {code}")
         sys.exit(4)
@@ -686,7 +695,7 @@ def test_3_fork_while_another_thread_steps_leaves_the_child_a_usable_optimizer()
     optimizer's lock and busy flag): that thread does not exist in the child, so the
     child must find the optimizer free: step, state_dict and save work there, within
     a timeout (before the fix, the child waited forever on the inherited lock)."""
-    code = textwrap.dedent("""
+    code = _WAIT_FOR_CHILD + textwrap.dedent("""
     import os, threading, time, numpy as np, fusedopt
     N = 2**21
     params = [np.zeros(N, np.float32)]
@@ -714,21 +723,14 @@ def test_3_fork_while_another_thread_steps_leaves_the_child_a_usable_optimizer()
                 print("child:", type(exc).__name__, exc, flush=True)
                 code = 3
             os._exit(code)
-        deadline = time.monotonic() + 20
-        while True:
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                break
-            if time.monotonic() > deadline:
-                os.kill(pid, 9)
-                os.waitpid(pid, 0)
-                stop.set(); t.join()
-                print("HANG: the forked child could not step")
-                sys.exit(3)
-            time.sleep(0.01)
-        if os.waitstatus_to_exitcode(status) != 0:
+        code = wait_for_child(pid, 20)
+        if code is None:
             stop.set(); t.join()
-            print(f"child exit code {os.waitstatus_to_exitcode(status)}")
+            print("HANG: the forked child could not step")
+            sys.exit(3)
+        if code != 0:
+            stop.set(); t.join()
+            print(f"child exit code {code}")
             sys.exit(4)
         forks += 1
         time.sleep(0.003 * attempt)

@@ -444,8 +444,7 @@ class Optimizer:
         with self._stepper.lock:
             self._not_inside_a_step("load_state_dict")
             self._ensure_plan()
-            restored, states, counters, step_count, skipped, schedulers = \
-                self._check_state_dict(state_dict)
+            restored, states, step_count, skipped, schedulers = self._check_state_dict(state_dict)
             self._sync_counters()
             # what a failure below puts back (the new state lives in new buffers)
             old = ([dict(group) for group in self._param_groups], self._states, self.step_count,
@@ -583,7 +582,7 @@ class Optimizer:
         schedulers = sd.get("schedulers", [])
         if not isinstance(schedulers, (list, tuple)):
             raise TypeError("state_dict['schedulers'] must be a list")
-        return restored, states, None, step_count, skipped, list(schedulers)
+        return restored, states, step_count, skipped, list(schedulers)
 
     @staticmethod
     def _count(value, name):

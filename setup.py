@@ -8,6 +8,7 @@ the SIMD variants are chosen at run time by csrc/dispatch.c.
 """
 import os
 import runpy
+from concurrent.futures import ThreadPoolExecutor
 import shutil
 import sys
 import tempfile
@@ -107,6 +108,25 @@ class BuildExt(build_ext):
             ext.extra_link_args = omp_link + ext.extra_link_args
         super().build_extensions()
 
+    def build_extension(self, ext):
+        # one compiler process per source file, in parallel: each ISA file compiles
+        # every kernels.def row (FUSEDOPT_BUILD_JOBS=1 compiles one at a time)
+        jobs = int(os.environ.get("FUSEDOPT_BUILD_JOBS", "0") or 0) or os.cpu_count() or 1
+        compile_serially = self.compiler.compile
+
+        def compile_in_parallel(sources, *args, **kwargs):
+            if jobs <= 1 or len(sources) <= 1:
+                return compile_serially(sources, *args, **kwargs)
+            with ThreadPoolExecutor(min(jobs, len(sources))) as pool:
+                objects = pool.map(lambda source: compile_serially([source], *args, **kwargs), sources)
+                return [obj for batch in objects for obj in batch]
+
+        self.compiler.compile = compile_in_parallel
+        try:
+            super().build_extension(ext)
+        finally:
+            del self.compiler.compile
+
 
 def _c_string(text):
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
@@ -119,7 +139,8 @@ extensions = [
         include_dirs=["csrc", np.get_include()],
         # headers and kernels.def: a change to any of them rebuilds the extension
         depends=sorted(str(p.relative_to(HERE)) for pattern in ("*.h", "*.def", "*.py", "*.pxi", "*.pxd")
-                       for folder in ("csrc", "src/fusedopt/_ext") for p in (HERE / folder).rglob(pattern)),
+                       for folder in ("csrc", "src/fusedopt/_ext") for p in (HERE / folder).rglob(pattern))
+        + ["src/fusedopt/_qmap.py"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
     )
 ]

@@ -22,8 +22,8 @@ extern "C" {
 /* Kernels: the enum is generated from kernels.def                            */
 /* ------------------------------------------------------------------------- */
 
-#define FO_KERNEL_ENUM(algorithm, param_storage, state_storage) \
-    FO_KERNEL_##algorithm##_##param_storage##_##state_storage,
+#define FO_KERNEL_ENUM(algorithm, param_storage, grad_storage, state_storage) \
+    FO_KERNEL_##algorithm##_##param_storage##_##grad_storage##_##state_storage,
 typedef enum {
 #define KERNEL FO_KERNEL_ENUM
 #include "kernels.def"
@@ -39,19 +39,27 @@ typedef enum {
 /* At most this many state slots per algorithm (exp_avg, exp_avg_sq, ...). */
 #define FO_MAX_SLOTS 4
 
-/* Tensors of one (param storage, state storage) pair and their optimizer state.
+/* Tensors of one kernel (param, grad and state storage) and their optimizer state.
  * Tensor i has size[i] elements and occupies [offset[i], offset[i] + size[i]) of
  * the concatenated element range; offset[i+1] - offset[i] is size[i] rounded up
  * to the kernel's block (fo_kernel_block), so that every split of the range at a
  * multiple of the block is a multiple of the block inside each tensor too.
- * slot[k][i] is state slot k of tensor i (NULL where unused); hyper[i] indexes
- * the hyperparameter block of tensor i (a param group, or a group's cohort of
- * tensors with the same counters). */
+ * slot[k][i] is state slot k of tensor i (NULL where unused); with 8-bit state
+ * it holds the codes and scale[k][i] the float32 absmax of each block of 256
+ * elements (scale is unused otherwise).  master[i] is the float32 master copy of
+ * a 16-bit parameter (NULL: the kernel updates the 16-bit values themselves;
+ * master itself may be NULL when no tensor has one).  index[i] is the tensor's
+ * position in the optimizer, which keys its stochastic rounding.  hyper[i]
+ * indexes the hyperparameter block of tensor i (a param group, or a group's
+ * cohort of tensors with the same counters). */
 typedef struct {
     int64_t n_tensors;
     void **param;
     const void **grad;
     void **slot[FO_MAX_SLOTS];
+    float **scale[FO_MAX_SLOTS];
+    float **master;
+    const int64_t *index;
     const int64_t *size;
     const int64_t *offset;      /* n_tensors + 1 entries */
     const int32_t *hyper;
@@ -62,7 +70,8 @@ typedef struct {
 const char *fo_kernel_name(int kernel);              /* "adam_f32_f32" */
 const char *fo_kernel_algorithm(int kernel);         /* "adam" */
 const char *fo_kernel_param_storage(int kernel);     /* "float32" */
-const char *fo_kernel_state_storage(int kernel);     /* "float32" */
+const char *fo_kernel_grad_storage(int kernel);      /* "bfloat16" */
+const char *fo_kernel_state_storage(int kernel);     /* "float32", "bfloat16", "8bit" */     /* "float32" */
 /* Space-separated field names of the algorithm's hyperparameter block, in order:
  * inputs (read from the param group), then counters (read from the optimizer's
  * counters before the step, written back after it). */
@@ -76,9 +85,14 @@ int fo_kernel_n_reduced(int kernel);                 /* per-tensor reduction val
 /* Bit k set: the block's options make the kernel read and write slot k. */
 unsigned fo_kernel_slots_needed(int kernel, const double *hyper);
 
+/* Every hyperparameter block starts with these fields, filled by the binding:
+ * the gradient multiplier (loss scale and clipping), stochastic rounding (0 or 1),
+ * its seed and the optimizer's step count (whole numbers below 2^53). */
+#define FO_COMMON_FIELDS 4
+
 /* One step of `kernel` over `tensors`.  hyper holds n_hyper blocks of
- * fo_kernel_hyper_doubles(kernel) doubles: the first field is the gradient
- * multiplier (loss scale and clipping), then the kernel's inputs and counters
+ * fo_kernel_hyper_doubles(kernel) doubles: the FO_COMMON_FIELDS fields, then the
+ * kernel's inputs and counters
  * in fo_kernel_inputs/fo_kernel_counters order; the rest is scratch for the
  * kernel's per-step constants.  The kernel advances the counters in place.
  * An algorithm with per-tensor reduction values (fo_kernel_n_reduced > 0) first
@@ -102,7 +116,7 @@ typedef struct {
     int non_finite;
 } fo_grad_stats;
 
-/* storage: "float32" or "float64" (fo_storage_id). */
+/* storage: "float32", "float64", "bfloat16" or "float16" (fo_storage_id). */
 int fo_storage_id(const char *name);
 int fo_stats(int storage, const fo_tensor_list *tensors, fo_operand operand, int n_threads,
               fo_grad_stats *out, double *per_tensor_sum_sq);

@@ -46,7 +46,7 @@ BAD_GRADS = {
     "not_array": (lambda a, b: [np.ones_like(a), [1.0] * 6], TypeError, r"grads\[1\]"),
     "dtype_mismatch": (lambda a, b: [np.ones_like(a), np.ones(6, np.float32)], TypeError, r"grads\[1\]"),
     "int_grad": (lambda a, b: [np.ones(a.shape, np.int32), np.ones(6)], TypeError, r"grads\[0\]"),
-    "float16_grad": (lambda a, b: [np.ones(a.shape, np.float16), np.ones(6)], TypeError, r"grads\[0\]"),
+    "float16_grad_for_float64": (lambda a, b: [np.ones_like(a), np.ones(6, np.float16)], TypeError, r"grads\[1\]"),
     "shape_mismatch": (lambda a, b: [np.ones((5, 4), np.float32), np.ones(6)], ValueError, r"grads\[0\]"),
     "non_contiguous": (lambda a, b: [np.ones((4, 10), np.float32)[:, ::2], np.ones(6)], ValueError,
                        r"grads\[0\].*contiguous"),
@@ -146,8 +146,8 @@ def test_bad_hyperparameter_in_second_group_at_step_changes_nothing(cls, kw, nam
 BAD_PARAMS = {
     "non_contiguous": (lambda: np.zeros((4, 10))[:, ::2], ValueError, "contiguous"),
     "read_only": (lambda: np.frombuffer(b"\0" * 32, dtype=np.float64), ValueError, "writeable"),
-    "int": (lambda: np.zeros(3, np.int64), TypeError, "float32 or float64"),
-    "float16": (lambda: np.zeros(3, np.float16), TypeError, "float32 or float64"),
+    "int": (lambda: np.zeros(3, np.int64), TypeError, "float32, float64, float16 or bfloat16"),
+    "complex": (lambda: np.zeros(3, np.complex64), TypeError, "float32, float64, float16 or bfloat16"),
     "list": (lambda: [0.0, 1.0], TypeError, "ndarray"),
     "byteswapped": (lambda: np.zeros(3, ">f4"), ValueError, "byte order"),
 }

@@ -39,11 +39,12 @@ FO_ALGORITHM_WRAPPERS(adam);
 
 #ifdef FO_INSTANTIATING
 /* Option flags are compile-time constants at each call site: one branch-free
- * vector loop per option set.  Constants are rounded to FO_C once per call. */
+ * vector loop per option set.  Constants are rounded to FO_C once per call.
+ * The update uses the new moments as computed; 8-bit state stores them quantized. */
 FO_ALWAYS_INLINE void FO_INSTANCE(fo_loop)(
-    FO_P *FO_RESTRICT p, const FO_P *FO_RESTRICT g, FO_S *FO_RESTRICT m, FO_S *FO_RESTRICT v,
-    FO_S *FO_RESTRICT vmax, int64_t n, const fo_adam_hyper *h,
-    const int l2_decay, const int decoupled_decay, const int amsgrad)
+    FO_PARAM_ARG(p), const FO_G *FO_RESTRICT g, FO_SLOT_ARG(m), FO_SLOT_ARG(v), FO_SLOT_ARG(vmax),
+    int64_t first, int64_t n, const fo_adam_hyper *h, uint32_t key,
+    const int l2_decay, const int decoupled_decay, const int amsgrad, const int master, const int sr)
 {
     const FO_C grad_multiplier = (FO_C)(h->maximize != 0.0 ? -h->grad_multiplier : h->grad_multiplier);
     const FO_C beta1 = (FO_C)h->beta1, one_minus_beta1 = (FO_C)(1.0 - h->beta1);
@@ -53,48 +54,70 @@ FO_ALWAYS_INLINE void FO_INSTANCE(fo_loop)(
     const FO_C step_size = (FO_C)h->step_size;
     const FO_C inv_bias_correction2_sqrt = (FO_C)h->inv_bias_correction2_sqrt;
     const FO_C eps = (FO_C)h->eps;
-    int64_t k;
-    FO_PRAGMA_SIMD
-    for (k = 0; k < n; k++) {
-        FO_C grad = FO_LOAD_G(g, k) * grad_multiplier;
-        FO_C param = FO_LOAD_P(p, k);
-        FO_C exp_avg, exp_avg_sq, denom;
-        if (decoupled_decay) param = param * param_decay;
-        if (l2_decay) grad = grad + weight_decay * param;
-        exp_avg = beta1 * FO_LOAD_S(m, k) + one_minus_beta1 * grad;
-        exp_avg_sq = beta2 * FO_LOAD_S(v, k) + one_minus_beta2 * (grad * grad);
-        FO_STORE_S(m, k, exp_avg);
-        FO_STORE_S(v, k, exp_avg_sq);
-        if (amsgrad) {
-            const FO_C previous_max = FO_LOAD_S(vmax, k);
-            exp_avg_sq = previous_max > exp_avg_sq ? previous_max : exp_avg_sq;
-            FO_STORE_S(vmax, k, exp_avg_sq);
+    int64_t c0, j;
+    (void)key;
+    for (c0 = 0; c0 < n; c0 += FO_STATE_CHUNK(n)) {
+        const int64_t len = n - c0 < FO_STATE_CHUNK(n) ? n - c0 : FO_STATE_CHUNK(n);
+        FO_SLOT_OPEN(m, FO_ADAM_EXP_AVG, signed, 1, c0);
+        FO_SLOT_OPEN(v, FO_ADAM_EXP_AVG_SQ, unsigned, 1, c0);
+        FO_SLOT_OPEN(vmax, FO_ADAM_MAX_EXP_AVG_SQ, unsigned, amsgrad, c0);
+        FO_PRAGMA_SIMD
+        for (j = 0; j < len; j++) {
+            const int64_t k = c0 + j;
+            FO_C grad = FO_LOAD_G(g, k) * grad_multiplier;
+            FO_C param = FO_LOAD_P(p, k);
+            FO_C exp_avg, exp_avg_sq, denom;
+            FO_ELEMENT_RANDOM(r, first + k);
+            if (decoupled_decay) param = param * param_decay;
+            if (l2_decay) grad = grad + weight_decay * param;
+            exp_avg = beta1 * FO_LOAD_S(m, k) + one_minus_beta1 * grad;
+            exp_avg_sq = beta2 * FO_LOAD_S(v, k) + one_minus_beta2 * (grad * grad);
+            FO_STORE_S(m, k, exp_avg);
+            FO_STORE_S(v, k, exp_avg_sq);
+            if (amsgrad) {
+                const FO_C previous_max = FO_LOAD_S(vmax, k);
+                exp_avg_sq = previous_max > exp_avg_sq ? previous_max : exp_avg_sq;
+                FO_STORE_S(vmax, k, exp_avg_sq);
+            }
+            denom = FO_SQRT(exp_avg_sq) * inv_bias_correction2_sqrt + eps;
+            FO_STORE_P(p, k, param - step_size * exp_avg / denom);
         }
-        denom = FO_SQRT(exp_avg_sq) * inv_bias_correction2_sqrt + eps;
-        FO_STORE_P(p, k, param - step_size * exp_avg / denom);
+        FO_SLOT_CLOSE(m, signed, 1, c0, len);
+        FO_SLOT_CLOSE(v, unsigned, 1, c0, len);
+        FO_SLOT_CLOSE(vmax, unsigned, amsgrad, c0, len);
     }
 }
 
+#define FO_ADAM_LOOP(l2, decoupled, amsgrad, master, sr)                                     \
+    FO_INSTANCE(fo_loop)(FO_PARAM_PASS(p), g, FO_SLOT_PASS(m), FO_SLOT_PASS(v), FO_SLOT_PASS(vmax), \
+                         begin, end - begin, h, key, l2, decoupled, amsgrad, master, sr)
+#define FO_ADAM_OPTIONS(master, sr)                                                          \
+    do {                                                                                     \
+        if (h->amsgrad != 0.0) {                                                             \
+            if (l2) FO_ADAM_LOOP(1, 0, 1, master, sr);                                       \
+            else if (decoupled) FO_ADAM_LOOP(0, 1, 1, master, sr);                           \
+            else FO_ADAM_LOOP(0, 0, 1, master, sr);                                          \
+        } else {                                                                             \
+            if (l2) FO_ADAM_LOOP(1, 0, 0, master, sr);                                       \
+            else if (decoupled) FO_ADAM_LOOP(0, 1, 0, master, sr);                           \
+            else FO_ADAM_LOOP(0, 0, 0, master, sr);                                          \
+        }                                                                                    \
+    } while (0)
+
 static void FO_INSTANCE(fo_range)(const fo_tensor_list *t, int64_t i, int64_t begin, int64_t end,
-                               const void *hyper)
+                                  const void *hyper)
 {
     const fo_adam_hyper *h = (const fo_adam_hyper *)hyper + t->hyper[i];
-    FO_P *p = (FO_P *)t->param[i] + begin;
-    const FO_P *g = (const FO_P *)t->grad[i] + begin;
-    FO_S *m = (FO_S *)t->slot[FO_ADAM_EXP_AVG][i] + begin;
-    FO_S *v = (FO_S *)t->slot[FO_ADAM_EXP_AVG_SQ][i] + begin;
-    FO_S *vmax = h->amsgrad != 0.0 ? (FO_S *)t->slot[FO_ADAM_MAX_EXP_AVG_SQ][i] + begin : NULL;
-    const int64_t n = end - begin;
+    FO_PARAM_GET(p);
+    const FO_G *g = (const FO_G *)t->grad[i] + begin;
+    FO_SLOT_GET(m, FO_ADAM_EXP_AVG);
+    FO_SLOT_GET(v, FO_ADAM_EXP_AVG_SQ);
+    FO_SLOT_GET(vmax, FO_ADAM_MAX_EXP_AVG_SQ);
     const int l2 = h->weight_decay != 0.0 && h->decoupled == 0.0;
     const int decoupled = h->weight_decay != 0.0 && h->decoupled != 0.0;
-    if (h->amsgrad != 0.0) {
-        if (l2) FO_INSTANCE(fo_loop)(p, g, m, v, vmax, n, h, 1, 0, 1);
-        else if (decoupled) FO_INSTANCE(fo_loop)(p, g, m, v, vmax, n, h, 0, 1, 1);
-        else FO_INSTANCE(fo_loop)(p, g, m, v, vmax, n, h, 0, 0, 1);
-    } else {
-        if (l2) FO_INSTANCE(fo_loop)(p, g, m, v, vmax, n, h, 1, 0, 0);
-        else if (decoupled) FO_INSTANCE(fo_loop)(p, g, m, v, vmax, n, h, 0, 1, 0);
-        else FO_INSTANCE(fo_loop)(p, g, m, v, vmax, n, h, 0, 0, 0);
-    }
+    FO_ROUNDING_SETUP(h);
+    FO_ROUNDING_VARIANTS(FO_ADAM_OPTIONS);
 }
+#undef FO_ADAM_LOOP
+#undef FO_ADAM_OPTIONS
 #endif

@@ -78,7 +78,7 @@ static void FO_INSTANCE(fo_reduce)(const fo_tensor_list *t, int64_t i, int64_t b
 {
     const fo_lamb_hyper *h = (const fo_lamb_hyper *)hyper + t->hyper[i];
     const FO_P *p = (const FO_P *)t->param[i];
-    const FO_P *g = (const FO_P *)t->grad[i];
+    const FO_G *g = (const FO_G *)t->grad[i];
     const FO_S *m = (const FO_S *)t->slot[FO_LAMB_EXP_AVG][i];
     const FO_S *v = (const FO_S *)t->slot[FO_LAMB_EXP_AVG_SQ][i];
     FO_INSTANCE(fo_constants) c;
@@ -103,7 +103,7 @@ static void FO_INSTANCE(fo_range)(const fo_tensor_list *t, int64_t i, int64_t be
 {
     const fo_lamb_hyper *h = (const fo_lamb_hyper *)hyper + t->hyper[i];
     FO_P *FO_RESTRICT p = (FO_P *)t->param[i] + begin;
-    const FO_P *FO_RESTRICT g = (const FO_P *)t->grad[i] + begin;
+    const FO_G *FO_RESTRICT g = (const FO_G *)t->grad[i] + begin;
     FO_S *FO_RESTRICT m = (FO_S *)t->slot[FO_LAMB_EXP_AVG][i] + begin;
     FO_S *FO_RESTRICT v = (FO_S *)t->slot[FO_LAMB_EXP_AVG_SQ][i] + begin;
     const double param_norm = sqrt(t->reduced[2 * i]), direction_norm = sqrt(t->reduced[2 * i + 1]);

@@ -40,8 +40,9 @@ FO_ALGORITHM_WRAPPERS(sgd);
 
 #ifdef FO_INSTANTIATING
 FO_ALWAYS_INLINE void FO_INSTANCE(fo_loop)(
-    FO_P *FO_RESTRICT p, const FO_P *FO_RESTRICT g, FO_S *FO_RESTRICT buf, int64_t n,
-    const fo_sgd_hyper *h, const int l2_decay, const int form, const int nesterov)
+    FO_PARAM_ARG(p), const FO_G *FO_RESTRICT g, FO_SLOT_ARG(buf), int64_t first, int64_t n,
+    const fo_sgd_hyper *h, uint32_t key, const int l2_decay, const int form, const int nesterov,
+    const int master, const int sr)
 {
     const FO_C grad_multiplier = (FO_C)(h->maximize != 0.0 ? -h->grad_multiplier : h->grad_multiplier);
     const FO_C weight_decay = (FO_C)h->weight_decay;
@@ -49,56 +50,75 @@ FO_ALWAYS_INLINE void FO_INSTANCE(fo_loop)(
     const FO_C momentum = (FO_C)h->momentum;
     const FO_C one_minus_dampening = (FO_C)(1.0 - h->dampening);
     const FO_C lr_times_one_minus_dampening = (FO_C)(h->lr * (1.0 - h->dampening));
-    int64_t k;
-    FO_PRAGMA_SIMD
-    for (k = 0; k < n; k++) {
-        FO_C grad = FO_LOAD_G(g, k) * grad_multiplier;
-        FO_C param = FO_LOAD_P(p, k);
-        FO_C b;
-        if (l2_decay) grad = grad + weight_decay * param;
-        if (form == FO_SGD_PLAIN) {
-            FO_STORE_P(p, k, param - lr * grad);
-        } else if (form == FO_SGD_VELOCITY) {
-            b = momentum * FO_LOAD_S(buf, k) + lr_times_one_minus_dampening * grad;
-            FO_STORE_S(buf, k, b);
-            FO_STORE_P(p, k, nesterov ? param - (momentum * b + lr * grad) : param - b);
-        } else {
-            b = (form == FO_SGD_TORCH_FIRST) ? grad : momentum * FO_LOAD_S(buf, k) + one_minus_dampening * grad;
-            FO_STORE_S(buf, k, b);
-            FO_STORE_P(p, k, nesterov ? param - lr * (grad + momentum * b) : param - lr * b);
+    const int uses_buffer = form != FO_SGD_PLAIN;
+    int64_t c0, j;
+    (void)key;
+    (void)uses_buffer;
+    for (c0 = 0; c0 < n; c0 += FO_STATE_CHUNK(n)) {
+        const int64_t len = n - c0 < FO_STATE_CHUNK(n) ? n - c0 : FO_STATE_CHUNK(n);
+        FO_SLOT_OPEN(buf, FO_SGD_MOMENTUM_BUFFER, signed, uses_buffer, c0);
+        FO_PRAGMA_SIMD
+        for (j = 0; j < len; j++) {
+            const int64_t k = c0 + j;
+            FO_C grad = FO_LOAD_G(g, k) * grad_multiplier;
+            FO_C param = FO_LOAD_P(p, k);
+            FO_C b;
+            FO_ELEMENT_RANDOM(r, first + k);
+            if (l2_decay) grad = grad + weight_decay * param;
+            if (form == FO_SGD_PLAIN) {
+                FO_STORE_P(p, k, param - lr * grad);
+            } else if (form == FO_SGD_VELOCITY) {
+                b = momentum * FO_LOAD_S(buf, k) + lr_times_one_minus_dampening * grad;
+                FO_STORE_S(buf, k, b);
+                FO_STORE_P(p, k, nesterov ? param - (momentum * b + lr * grad) : param - b);
+            } else {
+                b = (form == FO_SGD_TORCH_FIRST) ? grad : momentum * FO_LOAD_S(buf, k) + one_minus_dampening * grad;
+                FO_STORE_S(buf, k, b);
+                FO_STORE_P(p, k, nesterov ? param - lr * (grad + momentum * b) : param - lr * b);
+            }
         }
+        FO_SLOT_CLOSE(buf, signed, uses_buffer, c0, len);
     }
 }
 
+#define FO_SGD_LOOP(l2, form, nesterov, master, sr)                                         \
+    FO_INSTANCE(fo_loop)(FO_PARAM_PASS(p), g, FO_SLOT_PASS(buf), begin, end - begin, h, key, \
+                         l2, form, nesterov, master, sr)
 /* the four (weight decay, Nesterov) specialisations of one momentum form */
-#define FO_SGD_SPECIALISE(form)                                                         \
-    do {                                                                                \
-        if (l2 && nesterov) FO_INSTANCE(fo_loop)(p, g, buf, n, h, 1, form, 1);         \
-        else if (l2) FO_INSTANCE(fo_loop)(p, g, buf, n, h, 1, form, 0);                \
-        else if (nesterov) FO_INSTANCE(fo_loop)(p, g, buf, n, h, 0, form, 1);          \
-        else FO_INSTANCE(fo_loop)(p, g, buf, n, h, 0, form, 0);                        \
+#define FO_SGD_SPECIALISE(form, master, sr)                                                 \
+    do {                                                                                   \
+        if (l2 && nesterov) FO_SGD_LOOP(1, form, 1, master, sr);                           \
+        else if (l2) FO_SGD_LOOP(1, form, 0, master, sr);                                  \
+        else if (nesterov) FO_SGD_LOOP(0, form, 1, master, sr);                            \
+        else FO_SGD_LOOP(0, form, 0, master, sr);                                          \
+    } while (0)
+#define FO_SGD_OPTIONS(master, sr)                                                          \
+    do {                                                                                   \
+        if (h->momentum == 0.0) {                                                          \
+            if (l2) FO_SGD_LOOP(1, FO_SGD_PLAIN, 0, master, sr);                           \
+            else FO_SGD_LOOP(0, FO_SGD_PLAIN, 0, master, sr);                              \
+        } else if (h->lr_in_velocity != 0.0) {                                             \
+            FO_SGD_SPECIALISE(FO_SGD_VELOCITY, master, sr);                                \
+        } else if (h->first_step != 0.0) {                                                 \
+            FO_SGD_SPECIALISE(FO_SGD_TORCH_FIRST, master, sr);                             \
+        } else {                                                                           \
+            FO_SGD_SPECIALISE(FO_SGD_TORCH, master, sr);                                   \
+        }                                                                                  \
     } while (0)
 
 static void FO_INSTANCE(fo_range)(const fo_tensor_list *t, int64_t i, int64_t begin, int64_t end,
-                               const void *hyper)
+                                  const void *hyper)
 {
     const fo_sgd_hyper *h = (const fo_sgd_hyper *)hyper + t->hyper[i];
-    FO_P *p = (FO_P *)t->param[i] + begin;
-    const FO_P *g = (const FO_P *)t->grad[i] + begin;
-    FO_S *buf = h->momentum != 0.0 ? (FO_S *)t->slot[FO_SGD_MOMENTUM_BUFFER][i] + begin : NULL;
-    const int64_t n = end - begin;
+    FO_PARAM_GET(p);
+    const FO_G *g = (const FO_G *)t->grad[i] + begin;
+    FO_SLOT_GET(buf, FO_SGD_MOMENTUM_BUFFER);
     const int l2 = h->weight_decay != 0.0;
     const int nesterov = h->nesterov != 0.0;
-    if (h->momentum == 0.0) {
-        if (l2) FO_INSTANCE(fo_loop)(p, g, buf, n, h, 1, FO_SGD_PLAIN, 0);
-        else FO_INSTANCE(fo_loop)(p, g, buf, n, h, 0, FO_SGD_PLAIN, 0);
-    } else if (h->lr_in_velocity != 0.0) {
-        FO_SGD_SPECIALISE(FO_SGD_VELOCITY);
-    } else if (h->first_step != 0.0) {
-        FO_SGD_SPECIALISE(FO_SGD_TORCH_FIRST);
-    } else {
-        FO_SGD_SPECIALISE(FO_SGD_TORCH);
-    }
+    FO_ROUNDING_SETUP(h);
+    FO_ROUNDING_VARIANTS(FO_SGD_OPTIONS);
 }
+#undef FO_SGD_LOOP
 #undef FO_SGD_SPECIALISE
+#undef FO_SGD_OPTIONS
 #endif

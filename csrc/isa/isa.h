@@ -43,18 +43,18 @@ FO_STATS_STORAGES(FO_STATS_LOOP)
 #undef FO_STATS_LOOP
 
 /* the reduce pass of a row, or NULL where the algorithm has none (FO_N_REDUCED_<alg> 0) */
-#define FO_REDUCE_ENTRY_0(alg, ps, ss) NULL
-#define FO_REDUCE_ENTRY_N(alg, ps, ss) FO_ISA_CAT(fo_reduce_##alg##_##ps##_##ss##_, FO_ISA)
+#define FO_REDUCE_ENTRY_0(alg, ps, gs, ss) NULL
+#define FO_REDUCE_ENTRY_N(alg, ps, gs, ss) FO_ISA_CAT(fo_reduce_##alg##_##ps##_##gs##_##ss##_, FO_ISA)
 #define FO_REDUCE_ENTRY_1 FO_REDUCE_ENTRY_N
 #define FO_REDUCE_ENTRY_2 FO_REDUCE_ENTRY_N
 #define FO_REDUCE_ENTRY_3 FO_REDUCE_ENTRY_N
 #define FO_REDUCE_ENTRY_4 FO_REDUCE_ENTRY_N
 #define FO_REDUCE_ENTRY(n) FO_ISA_CAT(FO_REDUCE_ENTRY_, n)
 
-#define KERNEL(alg, ps, ss) \
-    [FO_KERNEL_##alg##_##ps##_##ss] = FO_ISA_CAT(fo_range_##alg##_##ps##_##ss##_, FO_ISA),
-#define FO_REDUCE_ROW(alg, ps, ss) \
-    [FO_KERNEL_##alg##_##ps##_##ss] = FO_REDUCE_ENTRY(FO_N_REDUCED_##alg)(alg, ps, ss),
+#define KERNEL(alg, ps, gs, ss) \
+    [FO_KERNEL_##alg##_##ps##_##gs##_##ss] = FO_ISA_CAT(fo_range_##alg##_##ps##_##gs##_##ss##_, FO_ISA),
+#define FO_REDUCE_ROW(alg, ps, gs, ss) \
+    [FO_KERNEL_##alg##_##ps##_##gs##_##ss] = FO_REDUCE_ENTRY(FO_N_REDUCED_##alg)(alg, ps, gs, ss),
 #define FO_STATS_ENTRY(s) [FO_STORAGE_ID_##s] = FO_ISA_CAT(fo_stats_##s##_, FO_ISA),
 const fo_isa_kernels FO_ISA_CAT(fo_kernels_, FO_ISA) = {
     FO_ISA_STRING(FO_ISA),

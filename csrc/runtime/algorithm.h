@@ -17,8 +17,10 @@
  * struct) and FO_ALGORITHM_WRAPPERS(<name>) after them.
  *
  * Instance (once per kernels.def row and ISA, under FO_INSTANTIATING): the range
- * function FO_INSTANCE(range), which updates elements [begin, end) of tensor i,
- * written with the storage macros of runtime/instance.h (FO_C, FO_LOAD_P, ...).
+ * function FO_INSTANCE(fo_range), which updates elements [begin, end) of tensor i,
+ * written with the storage macros of runtime/instance.h (FO_C, FO_LOAD_P, ...),
+ * so that one loop serves every storage: wide, 16-bit (with master weights and
+ * stochastic rounding) and 8-bit blocks.
  */
 #ifndef FUSEDOPT_ALGORITHM_H
 #define FUSEDOPT_ALGORITHM_H
@@ -36,11 +38,11 @@
 #define FO_FIELD_NAME(name) #name " "
 #define FO_COUNT_ONE(name) +1
 
-/* The hyperparameter block: the gradient multiplier, inputs, counters, derived
- * values, all doubles (so the binding fills it as a double array). */
+/* The hyperparameter block: the FO_COMMON_FIELDS fields, inputs, counters,
+ * derived values, all doubles (so the binding fills it as a double array). */
 #define FO_ALGORITHM_TYPES(name)                                                     \
     typedef struct {                                                                 \
-        double grad_multiplier;                                                      \
+        double grad_multiplier, stochastic_rounding, rounding_seed, rounding_step;   \
         FO_INPUTS_##name(FO_HYPER_FIELD)                                             \
         FO_COUNTERS_##name(FO_HYPER_FIELD)                                           \
         FO_DERIVED_##name(FO_HYPER_FIELD)                                            \

@@ -253,6 +253,10 @@ int fo_step(int kernel, const fo_tensor_list *t, double *hyper, int64_t n_hyper,
 /* Statistics of one operand                                                  */
 /* ------------------------------------------------------------------------- */
 
+#define FO_STORAGE_SIZE(s) sizeof(FO_STORAGE_##s##_TYPE),
+static const size_t fo_storage_itemsize[FO_N_STATS_STORAGES] = {FO_STATS_STORAGES(FO_STORAGE_SIZE)};
+#undef FO_STORAGE_SIZE
+
 typedef struct {
     fo_stats_fn fn;
     size_t itemsize;
@@ -280,7 +284,7 @@ int fo_stats(int storage, const fo_tensor_list *t, fo_operand operand, int n_thr
     out->non_finite = 0;
     if (storage < 0 || storage >= FO_N_STATS_STORAGES) return -1;
     context.fn = fo_active_kernels()->stats[storage];
-    context.itemsize = storage == FO_STORAGE_ID_f32 ? sizeof(float) : sizeof(double);
+    context.itemsize = fo_storage_itemsize[storage];
     context.operand = operand;
     if (reduction_init(&r, t, stats_block, &context, 2) != 0) return -1;
     if (per_tensor_sum_sq != NULL) {

@@ -11,7 +11,6 @@
 
 #include <stddef.h>
 #include "../fusedopt.h"
-#include "../storage/all.h"
 
 /* x86-64 with GCC or Clang: compile AVX2 and AVX-512 variants and pick one at run time. */
 #if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__) && !defined(FUSEDOPT_NO_DISPATCH)
@@ -31,6 +30,14 @@
 #else
 #define FO_PRAGMA_SIMD
 #endif
+#if defined(_OPENMP) || defined(FO_HAVE_OPENMP_SIMD)
+#define FO_PRAGMA_SIMD_MAX(var) _Pragma(FO_PRAGMA_STRING(omp simd reduction(max : var)))
+#else
+#define FO_PRAGMA_SIMD_MAX(var)
+#endif
+#define FO_PRAGMA_STRING(x) #x
+
+#include "../storage/all.h"
 
 /* Update elements [begin, end) of tensor i; hyper points to the kernel's blocks. */
 typedef void (*fo_range_fn)(const fo_tensor_list *tensors, int64_t i, int64_t begin, int64_t end,
@@ -43,7 +50,7 @@ typedef void (*fo_reduce_fn)(const fo_tensor_list *tensors, int64_t i, int64_t b
                              const void *hyper, double *acc);
 
 /* Storages whose gradients the statistics pass reads (an index of fo_stats). */
-#define FO_STATS_STORAGES(X) X(f32) X(f64)
+#define FO_STATS_STORAGES(X) X(f32) X(f64) X(bf16) X(f16)
 #define FO_STORAGE_ENUM(s) FO_STORAGE_ID_##s,
 enum { FO_STATS_STORAGES(FO_STORAGE_ENUM) FO_N_STATS_STORAGES };
 #undef FO_STORAGE_ENUM
@@ -70,10 +77,10 @@ const fo_isa_kernels *fo_active_kernels(void);
 
 /* runtime/kernels.c: the ISA-independent description of each kernel. */
 typedef struct {
-    const char *name, *algorithm, *param_storage, *state_storage;
+    const char *name, *algorithm, *param_storage, *grad_storage, *state_storage;
     const char *inputs, *counters, *slots;
     int n_fields, n_slots, n_reduced;
-    int64_t hyper_doubles, block, param_itemsize;
+    int64_t hyper_doubles, block;
     void (*prepare)(double *hyper);
     unsigned (*slots_needed)(const double *hyper);
 } fo_kernel_meta;

@@ -7,14 +7,14 @@
 #include "fusedopt_algorithms.h"   /* every algorithms/<name>.h, written by setup.py */
 
 #define FO_MAX2(a, b) ((a) > (b) ? (a) : (b))
-#define KERNEL(alg, ps, ss)                                                             \
-    [FO_KERNEL_##alg##_##ps##_##ss] = {                                                 \
-        #alg "_" #ps "_" #ss, #alg, FO_STORAGE_##ps##_NAME, FO_STORAGE_##ss##_NAME,       \
+#define KERNEL(alg, ps, gs, ss)                                                         \
+    [FO_KERNEL_##alg##_##ps##_##gs##_##ss] = {                                          \
+        #alg "_" #ps "_" #gs "_" #ss, #alg, FO_STORAGE_##ps##_NAME, FO_STORAGE_##gs##_NAME, \
+        FO_STORAGE_##ss##_NAME,                                                          \
         fo_inputs_##alg, fo_counters_##alg, fo_slots_##alg,                              \
         fo_n_fields_##alg, fo_n_slots_##alg, FO_N_REDUCED_##alg,                         \
         (int64_t)(sizeof(fo_##alg##_hyper) / sizeof(double)),                            \
         FO_MAX2(FO_STORAGE_##ps##_BLOCK, FO_STORAGE_##ss##_BLOCK),                        \
-        (int64_t)sizeof(FO_STORAGE_##ps##_TYPE),                                         \
         fo_prepare_##alg, fo_slots_needed_##alg},
 const fo_kernel_meta fo_kernel_table[FO_N_KERNELS] = {
 #include "kernels.def"
@@ -29,6 +29,7 @@ static const fo_kernel_meta *meta(int kernel)
 const char *fo_kernel_name(int k) { return meta(k) ? meta(k)->name : ""; }
 const char *fo_kernel_algorithm(int k) { return meta(k) ? meta(k)->algorithm : ""; }
 const char *fo_kernel_param_storage(int k) { return meta(k) ? meta(k)->param_storage : ""; }
+const char *fo_kernel_grad_storage(int k) { return meta(k) ? meta(k)->grad_storage : ""; }
 const char *fo_kernel_state_storage(int k) { return meta(k) ? meta(k)->state_storage : ""; }
 const char *fo_kernel_inputs(int k) { return meta(k) ? meta(k)->inputs : ""; }
 const char *fo_kernel_counters(int k) { return meta(k) ? meta(k)->counters : ""; }

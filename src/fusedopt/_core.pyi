@@ -9,7 +9,8 @@ from typing import Any, Final, TypedDict
 import numpy as np
 import numpy.typing as npt
 
-_FloatArray = npt.NDArray[np.float32] | npt.NDArray[np.float64]
+#: float32, float64, float16 or ml_dtypes.bfloat16
+_FloatArray = npt.NDArray[Any]
 
 class _BuildInfo(TypedDict):
     compiler: str
@@ -55,8 +56,17 @@ def build_info() -> _BuildInfo:
 
 # --- array checks and tensor lists -------------------------------------------
 
-def check_array(arr: object, name: str, writeable: bool) -> None:
+#: the dtypes a parameter (or gradient) may have
+PARAM_DTYPES: Final[tuple[str, ...]]
+
+#: elements per absmax block of 8-bit state
+QUANTIZATION_BLOCK: Final[int]
+
+def check_array(arr: object, name: str, writeable: bool, dtype: object = None) -> None:
     """Raise TypeError/ValueError naming `name` unless `arr` can be a kernel buffer."""
+
+def grad_dtype_allowed(param_dtype: object, grad_dtype: object) -> bool:
+    """True if gradients of `grad_dtype` can step parameters of `param_dtype`."""
 
 class TensorList:
     """Tensors of one kernel, their state slots and hyperparameter-block ids, as C arrays."""
@@ -66,6 +76,10 @@ class TensorList:
     @property
     def typenum(self) -> int: ...
     @property
+    def grad_typenum(self) -> int: ...
+    @property
+    def state_typenum(self) -> int: ...
+    @property
     def n_tensors(self) -> int: ...
     @property
     def n_elements(self) -> int: ...
@@ -73,6 +87,10 @@ class TensorList:
     def params(self) -> list[_FloatArray]: ...
     @property
     def slots(self) -> list[list[_FloatArray | None]]: ...
+    @property
+    def scales(self) -> list[list[_FloatArray | None]]: ...
+    @property
+    def masters(self) -> list[_FloatArray | None]: ...
     def __init__(
         self,
         kernel: int,
@@ -82,6 +100,8 @@ class TensorList:
         slots: list[list[_FloatArray | None]],
         slot_names: list[str],
         writeable: bool = True,
+        scales: list[list[_FloatArray | None]] | None = None,
+        masters: list[_FloatArray | None] | None = None,
     ) -> None: ...
 
 def check_disjoint(lists: tuple[TensorList, ...]) -> None:
@@ -134,7 +154,8 @@ class Plan:
     def reader(self) -> HyperReader: ...
     def __init__(self, reader: HyperReader, blocks: tuple[ListBlocks, ...], n_params: int,
                  param_groups: list[dict[str, Any]], params_lists: list[list[Any]],
-                 params_copies: list[list[Any]], has_f32: list[bool]) -> None: ...
+                 params_copies: list[list[Any]], has_f32: list[bool],
+                 stochastic_rounding: bool = False, seed: int = 0) -> None: ...
     def is_current(self, param_groups: list[dict[str, Any]]) -> bool:
         """True if the groups still hold the same dicts, params lists and arrays."""
 

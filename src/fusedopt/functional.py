@@ -61,9 +61,11 @@ def _functional_step(spec, params, grads, slots, counters, group, constants=None
         _core.check_array(p, f"param[{position}]", True)
     by_kernel = {}
     for position, p in enumerate(params):
-        by_kernel.setdefault(spec.kernel(p.dtype)["id"], []).append(position)
+        given = [(slots.get(name) or [None] * n)[position] for name in spec.slots]
+        g = grads[position] if isinstance(grads, (list, tuple)) and len(grads) == n else None
+        by_kernel.setdefault(_kernel_of(spec, p, g, given), []).append(position)
     reader = spec.reader(constants)
-    has_f32 = [any(p.dtype == np.float32 for p in params)]
+    has_f32 = [any(p.dtype != np.float64 for p in params)]
     built = []
     for kernel, positions in sorted(by_kernel.items()):
         needed = _core.slots_needed(kernel, reader, [group], 0, has_f32)[0]
@@ -80,6 +82,18 @@ def _functional_step(spec, params, grads, slots, counters, group, constants=None
         _core.check_disjoint(tuple(b.tensors for b in built))
     plan = _core.Plan(reader, tuple(built), n, [group], [list(params)], [list(params)], has_f32)
     _core.step_plan(plan, [group], grads, 0, _real_arg("grad_scale", grad_scale))
+
+
+def _kernel_of(spec, p, g, state_buffers):
+    """The kernel for parameter p, gradient g and the state buffers given: their
+    dtypes where a kernel reads them (else the defaults, and the TensorList checks
+    name what does not fit)."""
+    grad_dtype = g.dtype if isinstance(g, np.ndarray) and _core.grad_dtype_allowed(p.dtype, g.dtype) else None
+    state_dtype = next((b.dtype for b in state_buffers if isinstance(b, np.ndarray)), None)
+    try:
+        return spec.kernel(p.dtype, grad_dtype, state_dtype)["id"]
+    except TypeError:
+        return spec.kernel(p.dtype, grad_dtype)["id"]
 
 
 def _as_list(value, name, n=None):

@@ -5,11 +5,15 @@ cdef extern from "fusedopt.h" nogil:
     enum: FO_MAX_SLOTS
     enum: FO_MAX_THREADS
     enum: FO_N_KERNELS
+    enum: FO_COMMON_FIELDS
     ctypedef struct fo_tensor_list:
         int64_t n_tensors
         void **param
         const void **grad
         void **slot[FO_MAX_SLOTS]
+        float **scale[FO_MAX_SLOTS]
+        float **master
+        const int64_t *index
         const int64_t *size
         const int64_t *offset
         const int32_t *hyper
@@ -18,6 +22,7 @@ cdef extern from "fusedopt.h" nogil:
     const char *fo_kernel_name(int kernel)
     const char *fo_kernel_algorithm(int kernel)
     const char *fo_kernel_param_storage(int kernel)
+    const char *fo_kernel_grad_storage(int kernel)
     const char *fo_kernel_state_storage(int kernel)
     const char *fo_kernel_inputs(int kernel)
     const char *fo_kernel_counters(int kernel)

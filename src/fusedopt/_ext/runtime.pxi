@@ -93,13 +93,15 @@ def build_info():
 
 def kernels():
     """Every compiled kernel (a row of csrc/kernels.def) as a dict: its id, algorithm,
-    param and state dtypes, hyperparameter fields, counters and state slots."""
+    param, grad and state dtypes ("8bit" for quantized state), hyperparameter
+    fields, counters and state slots."""
     cdef int k
     return [{
         "id": k,
         "name": fo_kernel_name(k).decode(),
         "algorithm": fo_kernel_algorithm(k).decode(),
         "param_dtype": fo_kernel_param_storage(k).decode(),
+        "grad_dtype": fo_kernel_grad_storage(k).decode(),
         "state_dtype": fo_kernel_state_storage(k).decode(),
         "inputs": tuple(fo_kernel_inputs(k).decode().split()),
         "counters": tuple(fo_kernel_counters(k).decode().split()),

@@ -51,7 +51,7 @@ cdef class ListBlocks:
             if len(counters) != self.n_counters:
                 raise ValueError("ListBlocks: wrong number of counters")
             for j in range(self.n_counters):
-                self.hyper[b * self.stride + 1 + self.n_inputs + j] = <double>counters[j]
+                self.hyper[b * self.stride + FO_COMMON_FIELDS + self.n_inputs + j] = <double>counters[j]
         for i in range(tensors.n_tensors):
             b = tensors.hyper_of(i)
             if not 0 <= b < n:
@@ -60,15 +60,18 @@ cdef class ListBlocks:
                 if not tensors.has_slot(i, k):
                     self.slots_present[b] &= ~(1u << k)
 
-    cdef int fill(self, const double *rows, double multiplier) except -1:
-        """Copy each block's group row into it; LayoutChanged if a block's options
-        need a slot one of its tensors lacks."""
+    cdef int fill(self, const double *rows, double multiplier, const double *rounding) except -1:
+        """Copy each block's group row into it, after the common fields (multiplier,
+        then `rounding`: stochastic rounding, seed, step); LayoutChanged if a block's
+        options need a slot one of its tensors lacks."""
         cdef Py_ssize_t b
         cdef double *block
         for b in range(self.n_blocks):
             block = self.hyper + b * self.stride
             block[0] = multiplier
-            memcpy(block + 1, rows + self.group[b] * self.n_inputs, self.n_inputs * sizeof(double))
+            memcpy(block + 1, rounding, (FO_COMMON_FIELDS - 1) * sizeof(double))
+            memcpy(block + FO_COMMON_FIELDS, rows + self.group[b] * self.n_inputs,
+                   self.n_inputs * sizeof(double))
             if fo_kernel_slots_needed(self.tensors.kernel, block) & ~self.slots_present[b]:
                 raise LayoutChanged()
         return 0
@@ -83,7 +86,7 @@ cdef class ListBlocks:
         cdef Py_ssize_t j
         if not 0 <= block < self.n_blocks:
             raise IndexError(block)
-        return tuple(int(self.hyper[block * self.stride + 1 + self.n_inputs + j])
+        return tuple(int(self.hyper[block * self.stride + FO_COMMON_FIELDS + self.n_inputs + j])
                      for j in range(self.n_counters))
 
 
@@ -101,6 +104,7 @@ cdef class Plan:
     cdef tuple _lists
     cdef unsigned char *_has_f32
     cdef double *_rows           # one row of kernel inputs per group, reused every step
+    cdef double _rounding[FO_COMMON_FIELDS - 1]   # stochastic rounding, seed, step
 
     def __cinit__(self):
         self._has_f32 = NULL
@@ -111,8 +115,13 @@ cdef class Plan:
         free(self._rows)
 
     def __init__(self, HyperReader reader, tuple blocks, Py_ssize_t n_params, list param_groups,
-                 list params_lists, list params_copies, list has_f32):
+                 list params_lists, list params_copies, list has_f32, bint stochastic_rounding=False,
+                 seed=0):
         cdef Py_ssize_t g, n = len(param_groups)
+        if not 0 <= seed < 2 ** 53:
+            raise ValueError(f"seed must be an int in [0, 2**53), got {seed!r}")
+        self._rounding[0] = 1.0 if stochastic_rounding else 0.0
+        self._rounding[1] = <double>seed
         if len(params_lists) != n or len(params_copies) != n or len(has_f32) != n:
             raise ValueError("Plan: one params list, its copy and one has_f32 per group")
         self.reader = reader
@@ -173,8 +182,9 @@ cdef class Plan:
             seq = _as_tuple(grads, self.n_params)
             self.reader.read(group_snapshot, k, self._has_f32, self._rows)
             multiplier = 1.0 / grad_scale
+            self._rounding[2] = <double>k
             for lb in self.blocks:
-                lb.fill(self._rows, multiplier)
+                lb.fill(self._rows, multiplier, self._rounding)
             for lb in self.blocks:
                 lb.tensors.check_grads(seq, lists)
             if need_norm:
@@ -396,7 +406,7 @@ def slots_needed(int kernel, HyperReader reader, list groups, Py_ssize_t k, list
         reader.read(snapshot, k, flags, rows, False)
         result = []
         for g in range(n):
-            memcpy(block + 1, rows + g * reader.n_inputs, reader.n_inputs * sizeof(double))
+            memcpy(block + FO_COMMON_FIELDS, rows + g * reader.n_inputs, reader.n_inputs * sizeof(double))
             mask = fo_kernel_slots_needed(kernel, block)
             result.append([j for j in range(FO_MAX_SLOTS) if mask & (1u << j)])
         return result

@@ -1,11 +1,52 @@
 # Array checks and tensor lists: what the kernels may touch, validated once.
 # (Included by _core.pyx.)
 
+import ml_dtypes
+
 cdef struct Interval:
     uintptr_t start
     uintptr_t end
-    int32_t kind      # 0: parameter, k >= 1: state slot k-1
+    int32_t kind      # 0: parameter, k in [1, S]: slot k-1, [S+1, 2S]: its absmax, 2S+1: master
     int64_t index     # position of the tensor in the optimizer's parameter list
+
+#: NumPy's type number of ml_dtypes.bfloat16 (a user dtype: its number is set at run time)
+cdef int NPY_BFLOAT16 = np.dtype(ml_dtypes.bfloat16).num
+
+#: the dtypes a parameter (or gradient) may have, by name
+PARAM_DTYPES = ("float32", "float64", "float16", "bfloat16")
+
+
+cdef int _typenum_of_storage(str name) except? -2:
+    """NumPy type number of a kernel storage name ("8bit" codes are uint8)."""
+    if name == "float32":
+        return cnp.NPY_FLOAT32
+    if name == "float64":
+        return cnp.NPY_FLOAT64
+    if name == "float16":
+        return cnp.NPY_FLOAT16
+    if name == "bfloat16":
+        return NPY_BFLOAT16
+    if name == "8bit":
+        return cnp.NPY_UINT8
+    raise ValueError(f"unknown storage {name!r}")
+
+
+cdef inline bint _is_param_typenum(int typenum):
+    return (typenum == cnp.NPY_FLOAT32 or typenum == cnp.NPY_FLOAT64
+            or typenum == cnp.NPY_FLOAT16 or typenum == NPY_BFLOAT16)
+
+
+cdef inline bint _narrower_grad_allowed(int param_typenum, int grad_typenum):
+    """float32 parameters also take bfloat16 and float16 gradients (widened in registers)."""
+    return param_typenum == cnp.NPY_FLOAT32 and (grad_typenum == NPY_BFLOAT16
+                                                 or grad_typenum == cnp.NPY_FLOAT16)
+
+
+def grad_dtype_allowed(param_dtype, grad_dtype):
+    """True if a gradient of `grad_dtype` can step a parameter of `param_dtype`:
+    the same dtype, or bfloat16/float16 for float32 (never a wider one)."""
+    a, b = np.dtype(param_dtype), np.dtype(grad_dtype)
+    return a == b or _narrower_grad_allowed(a.num, b.num)
 
 
 cdef int _compare_intervals(const void *a, const void *b) noexcept nogil:
@@ -14,16 +55,19 @@ cdef int _compare_intervals(const void *a, const void *b) noexcept nogil:
     return -1 if x < y else (1 if x > y else 0)
 
 
-cdef str _array_problem(object arr, bint writeable):
-    """Why `arr` cannot be used as a kernel buffer, or None."""
+cdef str _array_problem(object arr, bint writeable, int typenum_required=-1):
+    """Why `arr` cannot be used as a kernel buffer (of dtype `typenum_required`, or
+    any parameter dtype), or None."""
     if not cnp.PyArray_Check(arr):
         return f"must be a numpy.ndarray, got {type(arr).__name__}"
     if isinstance(arr, np.ma.MaskedArray):
         return "must be a plain ndarray, not a masked array (the kernels would ignore its mask)"
     cdef cnp.ndarray a = <cnp.ndarray>arr
     cdef int typenum = cnp.PyArray_TYPE(a)
-    if typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64:
-        return f"must have dtype float32 or float64, got {a.dtype}"
+    if typenum_required >= 0 and typenum != typenum_required:
+        return f"must have dtype {np.dtype(cnp.PyArray_DescrFromType(typenum_required))}, got {a.dtype}"
+    if typenum_required < 0 and not _is_param_typenum(typenum):
+        return f"must have dtype float32, float64, float16 or bfloat16, got {a.dtype}"
     if not cnp.PyArray_ISNOTSWAPPED(a):
         return f"must be in native byte order, got {a.dtype.str}"
     if not cnp.PyArray_IS_C_CONTIGUOUS(a):
@@ -35,14 +79,25 @@ cdef str _array_problem(object arr, bint writeable):
     return None
 
 
-def check_array(arr, name, writeable):
-    """Raise TypeError/ValueError naming `name` unless `arr` can be a kernel buffer."""
-    problem = _array_problem(arr, writeable)
+def check_array(arr, name, writeable, dtype=None):
+    """Raise TypeError/ValueError naming `name` unless `arr` can be a kernel buffer
+    (a parameter, or of `dtype` when given)."""
+    problem = _array_problem(arr, writeable, -1 if dtype is None else np.dtype(dtype).num)
     if problem is None:
         return
     if not cnp.PyArray_Check(arr) or "dtype" in problem or "masked" in problem:
         raise TypeError(f"{name} {problem}")
     raise ValueError(f"{name} {problem}")
+
+
+cdef int _check_buffer(object arr, str name, int typenum) except -1:
+    """ValueError naming `name` unless `arr` can be a state buffer of `typenum`
+    (one the optimizer allocated; a mismatch means it was swapped or the parameter
+    was changed in place)."""
+    problem = _array_problem(arr, True, typenum)
+    if problem is not None:
+        raise ValueError(f"{name} {problem}")
+    return 0
 
 
 cdef inline bint _same_shape(cnp.ndarray a, cnp.ndarray b):
@@ -56,40 +111,54 @@ cdef inline bint _same_shape(cnp.ndarray a, cnp.ndarray b):
 
 
 cdef class TensorList:
-    """Tensors of one kernel (param dtype x state dtype), their state slots and
+    """Tensors of one kernel (param x grad x state storage), their state slots and
     hyperparameter-block ids, as C arrays.  Holds a reference to every array it
     points at, so nothing it hands to C can be freed while a kernel runs.
 
     Parameters
     ----------
     kernel : int
-        The kernel (a row of csrc/kernels.def) that steps this list.
+        The kernel (a row of csrc/kernels.def) that steps this list; -1 for a
+        read-only list of parameters of one dtype (norms).
     params : list of ndarray
         The parameters, updated in place.
     positions : list of int
         positions[i] is the index of params[i] (and of its gradient) in the
-        optimizer's flat parameter list; errors name that index.
+        optimizer's flat parameter list; errors name that index, and it keys the
+        tensor's stochastic rounding.
     hyper : list of int
         The hyperparameter block of each tensor.
     slots : list of (list of ndarray or None)
-        One list per state slot of the kernel, aligned with `params` (None where unused).
+        One list per state slot of the kernel, aligned with `params` (None where
+        unused): the kernel's state dtype (uint8 codes for 8-bit state), the
+        parameter's shape.
     slot_names : list of str
         Names of the slots, for error messages.
     writeable : bool
         False for read-only arrays (norms): then they may overlap.
+    scales : list of (list of ndarray or None), optional
+        8-bit state: the float32 absmax of each block of 256 elements of each slot.
+    masters : list of (ndarray or None), optional
+        16-bit parameters: their float32 master copies (None: updated directly).
     """
     cdef fo_tensor_list c
     cdef readonly int kernel
     cdef readonly int typenum
+    cdef readonly int grad_typenum
+    cdef readonly int state_typenum
     cdef readonly Py_ssize_t n_tensors
     cdef readonly int64_t n_elements
     cdef readonly list params
     cdef readonly list slots
+    cdef readonly list scales
+    cdef readonly list masters
     cdef list _grads
     cdef int64_t *_positions
     cdef void **_param_ptrs
     cdef const void **_grad_ptrs
     cdef void **_slot_ptrs[FO_MAX_SLOTS]
+    cdef float **_scale_ptrs[FO_MAX_SLOTS]
+    cdef float **_master_ptrs
     cdef int64_t *_sizes
     cdef int64_t *_offsets
     cdef int32_t *_hyper
@@ -105,6 +174,8 @@ cdef class TensorList:
         self._grad_ptrs = NULL
         for k in range(FO_MAX_SLOTS):
             self._slot_ptrs[k] = NULL
+            self._scale_ptrs[k] = NULL
+        self._master_ptrs = NULL
         self._sizes = NULL
         self._offsets = NULL
         self._hyper = NULL
@@ -118,6 +189,8 @@ cdef class TensorList:
         free(<void *>self._grad_ptrs)
         for k in range(FO_MAX_SLOTS):
             free(self._slot_ptrs[k])
+            free(self._scale_ptrs[k])
+        free(self._master_ptrs)
         free(self._sizes)
         free(self._offsets)
         free(self._hyper)
@@ -125,55 +198,85 @@ cdef class TensorList:
         free(self._reduced)
 
     def __init__(self, int kernel, list params, list positions, list hyper, list slots,
-                 list slot_names, bint writeable=True):
+                 list slot_names, bint writeable=True, list scales=None, list masters=None):
         cdef Py_ssize_t n = len(params), i, k, n_slots = len(slots)
         cdef int64_t block = fo_kernel_block(kernel) if kernel >= 0 else 1
+        cdef bint quantized = False
         cdef cnp.ndarray p, s
-        if n_slots > FO_MAX_SLOTS or len(positions) != n or len(hyper) != n:
+        if scales is None:
+            scales = [[None] * n for _ in range(n_slots)]
+        if masters is None:
+            masters = [None] * n
+        if (n_slots > FO_MAX_SLOTS or len(positions) != n or len(hyper) != n
+                or len(scales) != n_slots or len(masters) != n):
             raise ValueError("TensorList: inconsistent arguments")
         for k in range(n_slots):
-            if len(slots[k]) != n:
+            if len(slots[k]) != n or len(scales[k]) != n:
                 raise ValueError("TensorList: inconsistent arguments")
         self.kernel = kernel
         self.n_tensors = n
         self.params = list(params)
         self.slots = [list(slot) for slot in slots]
+        self.scales = [list(scale) for scale in scales]
+        self.masters = list(masters)
         self._slot_names = list(slot_names)
         self._grads = [None] * n
-        self.typenum = -1
+        if kernel >= 0:
+            self.typenum = _typenum_of_storage(fo_kernel_param_storage(kernel).decode())
+            self.grad_typenum = _typenum_of_storage(fo_kernel_grad_storage(kernel).decode())
+            self.state_typenum = _typenum_of_storage(fo_kernel_state_storage(kernel).decode())
+            quantized = self.state_typenum == cnp.NPY_UINT8
+        else:
+            self.typenum = cnp.PyArray_TYPE(<cnp.ndarray>params[0]) if n else -1
+            self.grad_typenum = self.state_typenum = self.typenum
         for i in range(n):
             check_array(params[i], f"params[{positions[i]}]", writeable)
             p = <cnp.ndarray>params[i]
-            if self.typenum == -1:
-                self.typenum = cnp.PyArray_TYPE(p)
-            elif cnp.PyArray_TYPE(p) != self.typenum:
+            if cnp.PyArray_TYPE(p) != self.typenum:
                 raise TypeError(f"params[{positions[i]}]: a TensorList holds one dtype")
             for k in range(n_slots):
                 if slots[k][i] is None:
                     continue
-                check_array(slots[k][i], f"{slot_names[k]}[{positions[i]}]", True)
+                _check_buffer(slots[k][i], f"{slot_names[k]}[{positions[i]}]", self.state_typenum)
                 s = <cnp.ndarray>slots[k][i]
-                if cnp.PyArray_TYPE(s) != cnp.PyArray_TYPE(p) or not _same_shape(s, p):
+                if not _same_shape(s, p):
                     raise ValueError(
-                        f"{slot_names[k]}[{positions[i]}] must match params[{positions[i]}] in "
-                        f"dtype and shape: got {s.dtype} {(<object>s).shape}, "
-                        f"expected {p.dtype} {(<object>p).shape}")
+                        f"{slot_names[k]}[{positions[i]}] must have the shape of params[{positions[i]}] "
+                        f"{(<object>p).shape}, got {(<object>s).shape}")
+                if quantized:
+                    _check_buffer(scales[k][i], f"{slot_names[k]}_absmax[{positions[i]}]", cnp.NPY_FLOAT32)
+                    if (cnp.PyArray_NDIM(<cnp.ndarray>scales[k][i]) != 1 or cnp.PyArray_SIZE(<cnp.ndarray>scales[k][i])
+                            != _blocks_of(cnp.PyArray_SIZE(p))):
+                        raise ValueError(f"{slot_names[k]}_absmax[{positions[i]}] must be 1-D with one "
+                                         f"value per block of {FO_Q8_BLOCK} elements "
+                                         f"({_blocks_of(cnp.PyArray_SIZE(p))}), got "
+                                         f"{(<object>scales[k][i]).shape}")
+                elif scales[k][i] is not None:
+                    raise ValueError("TensorList: scales are for 8-bit state only")
+            if masters[i] is not None:
+                if self.typenum != cnp.NPY_FLOAT16 and self.typenum != NPY_BFLOAT16:
+                    raise ValueError("TensorList: master weights are for 16-bit parameters only")
+                _check_buffer(masters[i], f"master[{positions[i]}]", cnp.NPY_FLOAT32)
+                if not _same_shape(<cnp.ndarray>masters[i], p):
+                    raise ValueError(f"master[{positions[i]}] must have the shape of params[{positions[i]}]")
 
         self._positions = <int64_t *>malloc(max(n, 1) * sizeof(int64_t))
         self._param_ptrs = <void **>malloc(max(n, 1) * sizeof(void *))
         self._grad_ptrs = <const void **>malloc(max(n, 1) * sizeof(void *))
+        self._master_ptrs = <float **>malloc(max(n, 1) * sizeof(float *))
         self._sizes = <int64_t *>malloc(max(n, 1) * sizeof(int64_t))
         self._offsets = <int64_t *>malloc((n + 1) * sizeof(int64_t))
         self._hyper = <int32_t *>malloc(max(n, 1) * sizeof(int32_t))
-        self._intervals = <Interval *>malloc(max(n * (n_slots + 1), 1) * sizeof(Interval))
+        self._intervals = <Interval *>malloc(max(n * (2 * n_slots + 2), 1) * sizeof(Interval))
         for k in range(FO_MAX_SLOTS):
             self._slot_ptrs[k] = <void **>malloc(max(n, 1) * sizeof(void *))
+            self._scale_ptrs[k] = <float **>malloc(max(n, 1) * sizeof(float *))
         if (self._positions == NULL or self._param_ptrs == NULL or self._grad_ptrs == NULL
-                or self._sizes == NULL or self._offsets == NULL or self._hyper == NULL
-                or self._intervals == NULL):
+                or self._master_ptrs == NULL or self._sizes == NULL or self._offsets == NULL
+                or self._hyper == NULL or self._intervals == NULL):
             raise MemoryError()
         for k in range(FO_MAX_SLOTS):
-            if self._slot_ptrs[k] == NULL:
+            if self._slot_ptrs[k] == NULL or self._scale_ptrs[k] == NULL:
                 raise MemoryError()
 
         self._offsets[0] = 0
@@ -188,13 +291,22 @@ cdef class TensorList:
             # each tensor starts on a block boundary of the concatenated range
             self._offsets[i + 1] = self._offsets[i] + (self._sizes[i] + block - 1) // block * block
             self._add_interval(p, 0, positions[i])
+            self._master_ptrs[i] = NULL
+            if masters[i] is not None:
+                self._master_ptrs[i] = <float *>cnp.PyArray_DATA(<cnp.ndarray>masters[i])
+                self._add_interval(<cnp.ndarray>masters[i], 2 * n_slots + 1, positions[i])
             for k in range(FO_MAX_SLOTS):
                 self._slot_ptrs[k][i] = NULL
+                self._scale_ptrs[k][i] = NULL
             for k in range(n_slots):
                 if slots[k][i] is not None:
                     s = <cnp.ndarray>slots[k][i]
                     self._slot_ptrs[k][i] = cnp.PyArray_DATA(s)
                     self._add_interval(s, k + 1, positions[i])
+                    if quantized:
+                        s = <cnp.ndarray>scales[k][i]
+                        self._scale_ptrs[k][i] = <float *>cnp.PyArray_DATA(s)
+                        self._add_interval(s, n_slots + k + 1, positions[i])
         self.n_elements = self._offsets[n]
         qsort(self._intervals, self._n_intervals, sizeof(Interval), _compare_intervals)
         for i in range(1, self._n_intervals if writeable else 0):  # only what is written must be disjoint
@@ -208,6 +320,9 @@ cdef class TensorList:
         self.c.grad = self._grad_ptrs
         for k in range(FO_MAX_SLOTS):
             self.c.slot[k] = self._slot_ptrs[k]
+            self.c.scale[k] = self._scale_ptrs[k]
+        self.c.master = self._master_ptrs
+        self.c.index = self._positions
         self.c.size = self._sizes
         self.c.offset = self._offsets
         self.c.hyper = self._hyper
@@ -230,9 +345,14 @@ cdef class TensorList:
 
     cdef str _interval_name(self, Py_ssize_t j):
         cdef Interval *iv = &self._intervals[j]
+        cdef Py_ssize_t n_slots = len(self._slot_names)
         if iv.kind == 0:
             return f"params[{iv.index}]"
-        return f"{self._slot_names[iv.kind - 1]}[{iv.index}]"
+        if iv.kind <= n_slots:
+            return f"{self._slot_names[iv.kind - 1]}[{iv.index}]"
+        if iv.kind <= 2 * n_slots:
+            return f"{self._slot_names[iv.kind - n_slots - 1]}_absmax[{iv.index}]"
+        return f"master[{iv.index}]"
 
     cdef Py_ssize_t _overlapping(self, uintptr_t start, uintptr_t end):
         """Index of a parameter/state interval overlapping [start, end), or -1."""
@@ -276,9 +396,14 @@ cdef class TensorList:
             if not cnp.PyArray_Check(g_obj):
                 raise TypeError(f"grads[{pos}] must be a numpy.ndarray, got {type(g_obj).__name__}")
             g = <cnp.ndarray>g_obj
-            if cnp.PyArray_TYPE(g) != self.typenum or not cnp.PyArray_ISNOTSWAPPED(g):
-                raise TypeError(f"grads[{pos}] must have the dtype of params[{pos}] "
-                                f"({p.dtype}), got {g.dtype}; fusedopt never converts")
+            if cnp.PyArray_TYPE(g) != self.grad_typenum or not cnp.PyArray_ISNOTSWAPPED(g):
+                if cnp.PyArray_ISNOTSWAPPED(g) and (cnp.PyArray_TYPE(g) == self.typenum or
+                                                   _narrower_grad_allowed(self.typenum, cnp.PyArray_TYPE(g))):
+                    raise LayoutChanged()    # another allowed gradient dtype: another kernel
+                allowed = "float32, bfloat16 or float16" if self.typenum == cnp.NPY_FLOAT32 else str(p.dtype)
+                raise TypeError(f"grads[{pos}] must have dtype {allowed} for params[{pos}] "
+                                f"({p.dtype}), got {g.dtype}; fusedopt never narrows a gradient "
+                                f"or copies one")
             if not _same_shape(g, p):
                 raise ValueError(f"grads[{pos}] must have the shape of params[{pos}] "
                                  f"{(<object>p).shape}, got {(<object>g).shape}")
@@ -298,19 +423,21 @@ cdef class TensorList:
         return 0
 
     cdef int _check_slots_unchanged(self) except -1:
-        """LayoutChanged if a state buffer was resized or re-typed in place (opt.state
-        hands them out) since the plan was built."""
+        """LayoutChanged if a state buffer (or absmax, or master copy) was resized,
+        re-typed or made read-only in place (opt.state hands them out) since the plan
+        was built."""
         cdef Py_ssize_t i, k
-        cdef cnp.ndarray s
-        for k in range(len(self.slots)):
-            for i in range(self.n_tensors):
+        for i in range(self.n_tensors):
+            for k in range(len(self.slots)):
                 if self._slot_ptrs[k][i] == NULL:
                     continue
-                s = <cnp.ndarray>(<list>self.slots[k])[i]
-                if (cnp.PyArray_DATA(s) != self._slot_ptrs[k][i] or cnp.PyArray_SIZE(s) != self._sizes[i]
-                        or cnp.PyArray_TYPE(s) != self.typenum or not cnp.PyArray_IS_C_CONTIGUOUS(s)
-                        or not cnp.PyArray_ISWRITEABLE(s)):
-                    raise LayoutChanged()
+                _check_unchanged((<list>self.slots[k])[i], self._slot_ptrs[k][i], self._sizes[i],
+                                 self.state_typenum)
+                if self._scale_ptrs[k][i] != NULL:
+                    _check_unchanged((<list>self.scales[k])[i], self._scale_ptrs[k][i],
+                                     _blocks_of(self._sizes[i]), cnp.NPY_FLOAT32)
+            if self._master_ptrs[i] != NULL:
+                _check_unchanged(self.masters[i], self._master_ptrs[i], self._sizes[i], cnp.NPY_FLOAT32)
         return 0
 
     cdef void release_grads(self):
@@ -322,12 +449,32 @@ cdef class TensorList:
 
     cdef int stats(self, fo_operand operand, int n_threads, fo_grad_stats *out) except -1:
         """Sum of squares and finiteness of the recorded gradients (or of the params)."""
-        cdef int rc, storage = fo_storage_id(b"float32" if self.typenum == cnp.NPY_FLOAT32 else b"float64")
+        cdef int typenum = self.grad_typenum if operand == FO_OPERAND_GRAD else self.typenum
+        cdef int rc, storage = fo_storage_id(np.dtype(cnp.PyArray_DescrFromType(typenum)).name.encode())
         with nogil:
             rc = fo_stats(storage, &self.c, operand, n_threads, out, NULL)
         if rc != 0:
             raise MemoryError("fusedopt: no memory for the gradient statistics")
         return 0
+
+
+cdef extern from "fusedopt_qmaps.h":
+    enum: FO_Q8_BLOCK
+
+#: elements per absmax block of 8-bit state
+QUANTIZATION_BLOCK = FO_Q8_BLOCK
+
+
+cdef inline int64_t _blocks_of(int64_t n):
+    return (n + FO_Q8_BLOCK - 1) // FO_Q8_BLOCK
+
+
+cdef int _check_unchanged(object arr, void *data, int64_t size, int typenum) except -1:
+    cdef cnp.ndarray a = <cnp.ndarray>arr
+    if (cnp.PyArray_DATA(a) != data or cnp.PyArray_SIZE(a) != size or cnp.PyArray_TYPE(a) != typenum
+            or not cnp.PyArray_IS_C_CONTIGUOUS(a) or not cnp.PyArray_ISWRITEABLE(a)):
+        raise LayoutChanged()
+    return 0
 
 
 def check_disjoint(tuple lists):

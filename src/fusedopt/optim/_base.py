@@ -15,11 +15,17 @@ import numpy as np
 
 from .. import _core
 from .._memory import aligned_zeros
+from ._spec import storage_name
 
 __all__ = ["Optimizer"]
 
 #: state_dict layout version, checked on load
 STATE_DICT_VERSION = 2
+
+#: what ``state_dtype`` may be
+STATE_DTYPES = (None, "float32", "bfloat16", "8bit")
+_WIDE = ("float32", "float64")
+_NARROW = ("bfloat16", "float16")
 
 
 class _ArrayState:
@@ -108,10 +114,14 @@ class Optimizer:
     spec = None
 
     def __init__(self, params, defaults, *, skip_nonfinite=False, max_grad_norm=None,
-                 grad_scale=1.0):
+                 grad_scale=1.0, state_dtype=None, master_weights=None, stochastic_rounding=False,
+                 seed=0, min_8bit_size=4096):
         self.skip_nonfinite = skip_nonfinite
         self.max_grad_norm = max_grad_norm
         self.grad_scale = grad_scale
+        self._storage = self._check_storage(state_dtype, master_weights, stochastic_rounding, seed,
+                                            min_8bit_size)
+        self._grad_dtypes = {}       # id(array) -> dtype of its last gradient (when narrower)
         self.defaults = dict(defaults)
         self._param_groups = []
         self._states = {}            # id(array) -> _ArrayState
@@ -126,6 +136,7 @@ class Optimizer:
         self.last_grad_norm = None
         self._param_groups.extend(_normalize_params(params))
         self._build_plan()
+        self._check_storage_against_params()
 
     # -- gradient safety options (checked when set) ----------------------------
 
@@ -157,6 +168,120 @@ class Optimizer:
     @grad_scale.setter
     def grad_scale(self, value):
         self._grad_scale = _real("grad_scale", value, 0.0, strictly=True)
+
+    # -- storage: state dtype, master weights, rounding (fixed at construction) --
+
+    def _check_storage(self, state_dtype, master_weights, stochastic_rounding, seed, min_8bit_size):
+        if state_dtype is not None:
+            try:
+                state_dtype = storage_name(state_dtype)
+            except TypeError:
+                raise ValueError(f"state_dtype must be one of {STATE_DTYPES}, got {state_dtype!r}") from None
+            if state_dtype not in STATE_DTYPES:
+                raise ValueError(f"state_dtype must be one of {STATE_DTYPES}, got {state_dtype!r}")
+            if state_dtype not in self.spec.state_dtypes():
+                raise ValueError(f"state_dtype={state_dtype!r} is not available for "
+                                 f"{type(self).__name__} (its state is kept in "
+                                 f"{' or '.join(self.spec.state_dtypes())})")
+        for name, value in (("master_weights", master_weights), ("stochastic_rounding", stochastic_rounding)):
+            if value is not None and not isinstance(value, (bool, np.bool_)):
+                raise TypeError(f"{name} must be a bool{' or None' if name == 'master_weights' else ''}, "
+                                f"got {type(value).__name__}")
+        if stochastic_rounding is None:
+            raise TypeError("stochastic_rounding must be a bool, got NoneType")
+        if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2 ** 53:
+            raise ValueError(f"seed must be an int in [0, 2**53), got {seed!r}")
+        if (isinstance(min_8bit_size, (bool, np.bool_)) or not isinstance(min_8bit_size, numbers.Integral)
+                or min_8bit_size < 0):
+            raise ValueError(f"min_8bit_size must be an int >= 0, got {min_8bit_size!r}")
+        return {"state_dtype": state_dtype, "master_weights": None if master_weights is None else bool(master_weights),
+                "stochastic_rounding": bool(stochastic_rounding), "seed": int(seed),
+                "min_8bit_size": int(min_8bit_size)}
+
+    def _check_storage_against_params(self):
+        """The combinations that make no sense for the parameters given: ValueError
+        naming the argument (per-array rules are checked by _layout)."""
+        dtypes = {p.dtype.name for p in self._all_params()}
+        narrow = bool(dtypes & set(_NARROW))
+        if self._storage["master_weights"] and not narrow:
+            raise ValueError("master_weights=True needs float16 or bfloat16 parameters (these are "
+                             f"{', '.join(sorted(dtypes))}): float32 parameters are their own master")
+        if self._storage["stochastic_rounding"]:
+            rounded_params = narrow and self._storage["master_weights"] is False
+            if not rounded_params and self._storage["state_dtype"] != "bfloat16":
+                raise ValueError("stochastic_rounding=True needs a 16-bit store: 16-bit parameters "
+                                 "with master_weights=False, or state_dtype='bfloat16'")
+
+    @property
+    def state_dtype(self):
+        """How the state is stored: None (the parameter's dtype; float32 for 16-bit
+        parameters), "float32", "bfloat16" or "8bit"."""
+        return self._storage["state_dtype"]
+
+    @property
+    def master_weights(self):
+        """Keep a float32 master copy of 16-bit parameters (None: yes, the default)."""
+        return self._storage["master_weights"]
+
+    @property
+    def stochastic_rounding(self):
+        """Round 16-bit stores stochastically (seeded by `seed`, the step and the element)."""
+        return self._storage["stochastic_rounding"]
+
+    @property
+    def seed(self):
+        return self._storage["seed"]
+
+    @property
+    def min_8bit_size(self):
+        """With state_dtype="8bit", smaller tensors keep float32 state."""
+        return self._storage["min_8bit_size"]
+
+    def _layout(self, p, grad_dtype=None):
+        """(kernel entry, master) for parameter p (and gradients of grad_dtype):
+        ValueError naming state_dtype for a storage its dtype cannot have."""
+        param = p.dtype.name
+        state = self._storage["state_dtype"]
+        if state == "8bit" and p.size < self._storage["min_8bit_size"]:
+            state = "float32"
+        if state is not None and param == "float64":
+            raise ValueError(f"state_dtype={state!r} needs float32 or 16-bit parameters; float64 "
+                             f"parameters keep float64 state (state_dtype=None)")
+        grad = grad_dtype if grad_dtype is not None and _core.grad_dtype_allowed(p.dtype, grad_dtype) else p.dtype
+        try:
+            kernel = self.spec.kernel(p.dtype, grad, state)
+        except TypeError as exc:
+            raise TypeError(f"{type(self).__name__}: {exc}") from None
+        master = param in _NARROW and self._storage["master_weights"] is not False
+        return kernel, master
+
+    @staticmethod
+    def _buffers(p, kernel, master, slot_numbers):
+        """{name: (shape, dtype)} of the buffers p needs: the given slots (8-bit: codes
+        and "<slot>_absmax" blocks), and "master"."""
+        state = kernel["state_dtype"]
+        out = {}
+        for k in slot_numbers:
+            name = kernel["slots"][k]
+            if state == "8bit":
+                out[name] = (p.shape, np.dtype(np.uint8))
+                out[name + "_absmax"] = ((-(-p.size // _core.QUANTIZATION_BLOCK),), np.dtype(np.float32))
+            else:
+                out[name] = (p.shape, np.dtype(state))
+        if master:
+            out["master"] = (p.shape, np.dtype(np.float32))
+        return out
+
+    def state_nbytes(self, per_element=False):
+        """Bytes of optimizer state held now (slots, 8-bit absmax blocks, master
+        weights), summed over the arrays themselves; with per_element, divided by
+        the number of parameter elements."""
+        with self._stepper.lock:
+            total = sum(buffer.nbytes for state in self._states.values() for buffer in state.slots.values())
+            if not per_element:
+                return total
+            elements = sum(p.size for p in self._all_params())
+            return total / elements if elements else 0.0
 
     # -- groups -------------------------------------------------------------
 
@@ -219,14 +344,15 @@ class Optimizer:
         for state, blocks, block in self._members:
             state.counters = blocks.counters(block)
 
-    def _build_plan(self, states=None, keep_removed=False):
+    def _build_plan(self, states=None, keep_removed=False, grads=None):
         """Check the groups and every array, allocate missing state, build the plan.
 
         Nothing changes unless everything checks: then the per-array states are
         the given ones (default: the current ones, with new arrays fresh and
         removed arrays dropped; with keep_removed, kept: add_param_group uses it,
         so that clearing the groups and adding them back one by one loses nothing;
-        the next step drops what is still absent)."""
+        the next step drops what is still absent).  `grads` (a step's) tells which
+        gradient dtypes the kernels must read."""
         self._sync_counters()
         self._complete_groups()
         old = self._states if states is None else states
@@ -237,7 +363,9 @@ class Optimizer:
         params_copies = [list(params_list) for params_list in params_lists]
         n_counters = len(self.spec.counters)
         params = [p for copy in params_copies for p in copy]
-        positions_of_kernel, new_states, first = {}, {}, {}
+        if grads is not None:
+            self._note_grad_dtypes(grads, params)
+        positions_of_kernel, new_states, first, layouts = {}, {}, {}, {}
         group_of = [g for g, copy in enumerate(params_copies) for _ in copy]
         for position, p in enumerate(params):
             _core.check_array(p, f"params[{position}]", True)
@@ -252,36 +380,52 @@ class Optimizer:
                 if buffer.shape != p.shape and buffer.size == p.size:
                     state.slots[name] = buffer.reshape(p.shape)   # p was reshaped in place: a view
             new_states[id(p)] = state
-            kernel = self.spec.kernel(p.dtype)["id"]
-            positions_of_kernel.setdefault(kernel, []).append(position)
-        has_f32 = [any(p.dtype == np.float32 for p in copy) for copy in params_copies]
+            kernel, master = self._layout(p, self._grad_dtypes.get(id(p)))
+            layouts[position] = (kernel, master)
+            positions_of_kernel.setdefault(kernel["id"], []).append(position)
+        has_f32 = [any(p.dtype != np.float64 for p in copy) for copy in params_copies]
         slot_names = self.spec.slots
         allocations, built, members = {}, [], []
-        for kernel, positions in sorted(positions_of_kernel.items()):
-            needed = _core.slots_needed(kernel, self._reader, list(groups_snapshot),
+        for kernel_id, positions in sorted(positions_of_kernel.items()):
+            needed = _core.slots_needed(kernel_id, self._reader, list(groups_snapshot),
                                         self.step_count, has_f32)
             blocks_of, block_groups, block_counters = {}, [], []
             slots = [[None] * len(positions) for _ in slot_names]
+            scales = [[None] * len(positions) for _ in slot_names]
+            masters = [None] * len(positions)
             hyper = []
             for j, position in enumerate(positions):
                 p, g = params[position], group_of[position]
                 state = new_states[id(p)]
-                for k in needed[g]:
-                    buffer = state.slots.get(slot_names[k])
+                kernel, master = layouts[position]
+                # what these options need, allocated where missing; kept buffers stay in the plan
+                wanted = self._buffers(p, kernel, master, needed[g])
+                kept = self._buffers(p, kernel, master, range(len(slot_names)))
+                for name, (shape, dtype) in kept.items():
+                    buffer = state.slots.get(name)
+                    if buffer is None and name in wanted:
+                        buffer = allocations.get((id(p), name))
+                        if buffer is None:
+                            buffer = aligned_zeros(shape, dtype)
+                            if name == "master":
+                                np.copyto(buffer, p, casting="unsafe")   # exact: float32 holds every 16-bit value
+                            allocations[(id(p), name)] = buffer
                     if buffer is None:
-                        buffer = allocations.setdefault((id(p), k), aligned_zeros(p.shape, p.dtype))
-                    slots[k][j] = buffer
-                for k, name in enumerate(slot_names):   # kept buffers stay in the plan
-                    if slots[k][j] is None and name in state.slots:
-                        slots[k][j] = state.slots[name]
+                        continue
+                    if name == "master":
+                        masters[j] = buffer
+                    elif name.endswith("_absmax"):
+                        scales[slot_names.index(name[:-len("_absmax")])][j] = buffer
+                    else:
+                        slots[slot_names.index(name)][j] = buffer
                 key = (g, state.counters)
                 if key not in blocks_of:
                     blocks_of[key] = len(block_groups)
                     block_groups.append(g)
                     block_counters.append(state.counters)
                 hyper.append(blocks_of[key])
-            tensors = _core.TensorList(kernel, [params[i] for i in positions], positions, hyper,
-                                       slots, list(slot_names))
+            tensors = _core.TensorList(kernel_id, [params[i] for i in positions], positions, hyper,
+                                       slots, list(slot_names), True, scales, masters)
             blocks = _core.ListBlocks(tensors, block_groups, block_counters)
             built.append(blocks)
             members.extend((new_states[id(params[i])], blocks, hyper[j]) for j, i in enumerate(positions))
@@ -289,10 +433,11 @@ class Optimizer:
         if len(lists) > 1:
             _core.check_disjoint(lists)   # e.g. a float32 and a float64 view of the same bytes
         plan = _core.Plan(self._reader, tuple(built), len(params), list(groups_snapshot),
-                          params_lists, params_copies, has_f32)
+                          params_lists, params_copies, has_f32, self._storage["stochastic_rounding"],
+                          self._storage["seed"])
         # commit
-        for (array_id, k), buffer in allocations.items():
-            new_states[array_id].slots[slot_names[k]] = buffer
+        for (array_id, name), buffer in allocations.items():
+            new_states[array_id].slots[name] = buffer
         if keep_removed:
             for array_id, state in old.items():
                 new_states.setdefault(array_id, state)
@@ -363,12 +508,24 @@ class Optimizer:
                 raise RuntimeError("param_groups changed while the step was being prepared "
                                    "(edited from another thread?)")
             with self._stepper.lock:
-                self._build_plan()
+                self._build_plan(grads=grads)
             result = self._stepper.run(grads, scale, max_norm, self._skip_nonfinite)
         applied, self.last_grad_norm = result
         if not applied:
             self.skipped_steps += 1
         return applied
+
+    def _note_grad_dtypes(self, grads, params):
+        """Remember each parameter's gradient dtype where it is an allowed other one
+        (bfloat16/float16 for float32): the plan picks the kernel that reads it."""
+        if not isinstance(grads, (list, tuple)) or len(grads) != len(params):
+            return
+        self._grad_dtypes = {}
+        for p, g in zip(params, grads):
+            dtype = getattr(g, "dtype", None)
+            if (isinstance(dtype, np.dtype) and isinstance(p, np.ndarray) and dtype != p.dtype
+                    and _core.grad_dtype_allowed(p.dtype, dtype)):
+                self._grad_dtypes[id(p)] = dtype
 
     def current_lrs(self):
         """The learning rate each group's next step will use (a schedule evaluated at step_count)."""
@@ -418,7 +575,8 @@ class Optimizer:
                 groups.append(saved)
             params = self._all_params()
             # copies, in the parameter's shape (it may have been reshaped in place since)
-            state = {i: {name: (np.array(value, copy=True).reshape(params[i].shape)
+            state = {i: {name: (np.array(value, copy=True).reshape(
+                                    params[i].shape if value.size == params[i].size else value.shape)
                                 if isinstance(value, np.ndarray) else value)
                          for name, value in entry.items()}
                      for i, entry in self.state.items()}
@@ -430,6 +588,7 @@ class Optimizer:
                 "state": state,
                 "param_groups": groups,
                 "schedulers": [s.state_dict() for s in self._schedulers],
+                "storage": dict(self._storage),
             }
 
     def load_state_dict(self, state_dict):
@@ -521,15 +680,23 @@ class Optimizer:
                     continue   # a schedule stays the one the optimizer was built with
                 new[name] = tuple(value) if name == "betas" and isinstance(value, list) else copy.deepcopy(value)
             restored.append(new)
+        storage = sd.get("storage", {})
+        if not isinstance(storage, dict):
+            raise TypeError(f"state_dict['storage'] must be a dict, got {type(storage).__name__}")
+        for name in ("state_dtype", "master_weights", "min_8bit_size"):
+            if name in storage and storage[name] != self._storage[name]:
+                raise ValueError(f"state_dict has {name}={storage[name]!r}, this optimizer "
+                                 f"{name}={self._storage[name]!r}")
         # the restored hyperparameters, checked as a step would; which slots they need
         params = self._all_params()
         group_of = [g for g, group in enumerate(self._param_groups) for _ in group["params"]]
-        has_f32 = [any(p.dtype == np.float32 for p in group["params"]) for group in self._param_groups]
+        has_f32 = [any(p.dtype != np.float64 for p in group["params"]) for group in self._param_groups]
+        layouts = [self._layout(p, self._grad_dtypes.get(id(p))) for p in params]
         needed = {}
-        for p in params:
-            kernel = self.spec.kernel(p.dtype)["id"]
-            if kernel not in needed:
-                needed[kernel] = _core.slots_needed(kernel, self._reader, restored, step_count, has_f32)
+        for kernel, _ in layouts:
+            if kernel["id"] not in needed:
+                needed[kernel["id"]] = _core.slots_needed(kernel["id"], self._reader, restored, step_count,
+                                                          has_f32)
         saved_state = sd["state"]
         if not isinstance(saved_state, dict):
             raise TypeError(f"state_dict['state'] must be a dict, got {type(saved_state).__name__}")
@@ -550,32 +717,33 @@ class Optimizer:
         for i, p in enumerate(params):
             state = _ArrayState(p, len(counter_names))
             entry = entries.get(i)
+            kernel, master = layouts[i]
             if entry is not None:
+                allowed = self._buffers(p, kernel, master, range(len(slot_names)))
                 for name in entry:
-                    if name not in slot_names and name not in counter_names:
-                        raise ValueError(f"state_dict state[{i}] has unknown entry {name!r}")
+                    if name not in allowed and name not in counter_names:
+                        raise ValueError(f"state_dict state[{i}] has unknown entry {name!r} (for "
+                                         f"{p.dtype} parameters with {kernel['state_dtype']} state)")
                 values = []
                 for name in counter_names:
                     if name not in entry:
                         raise ValueError(f"state_dict state[{i}] is missing the counter {name!r}")
                     values.append(self._count(entry[name], f"state_dict state[{i}][{name!r}]"))
                 state.counters = tuple(values)
-                kernel = self.spec.kernel(p.dtype)["id"]
-                for k in needed[kernel][group_of[i]]:
-                    if slot_names[k] not in entry:
-                        raise ValueError(f"state_dict state[{i}] is missing the state buffer "
-                                         f"{slot_names[k]!r}")
-                for name in slot_names:
+                for name in self._buffers(p, kernel, master, needed[kernel["id"]][group_of[i]]):
+                    if name not in entry:
+                        raise ValueError(f"state_dict state[{i}] is missing the state buffer {name!r}")
+                for name, (shape, dtype) in allowed.items():
                     if name not in entry:
                         continue
                     value = entry[name]
                     if not isinstance(value, np.ndarray):
                         raise TypeError(f"state_dict state[{i}][{name!r}] must be an ndarray, "
                                         f"got {type(value).__name__}")
-                    if value.shape != p.shape or value.dtype != p.dtype:
+                    if value.shape != shape or value.dtype != dtype:
                         raise ValueError(f"state_dict state[{i}][{name!r}] is {value.dtype} "
-                                         f"{value.shape}, params[{i}] is {p.dtype} {p.shape}")
-                    buffer = aligned_zeros(p.shape, p.dtype)
+                                         f"{value.shape}, expected {dtype} {shape}")
+                    buffer = aligned_zeros(shape, dtype)
                     np.copyto(buffer, value, casting="no")
                     state.slots[name] = buffer
             states[id(p)] = state
@@ -600,7 +768,7 @@ class Optimizer:
         with self._stepper.lock:
             groups = [dict(group, params=list(group["params"])) for group in self._param_groups]
             safety = dict(skip_nonfinite=self._skip_nonfinite, max_grad_norm=self._max_grad_norm,
-                          grad_scale=self._grad_scale)
+                          grad_scale=self._grad_scale, **self._storage)
             return {"groups": groups, "defaults": self.defaults, "safety": safety,
                     "state_dict": self.state_dict()}
 

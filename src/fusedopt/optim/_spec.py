@@ -20,6 +20,13 @@ KINDS = ("lr", "rate", "unit", "positive", "bool", "betas")
 KERNELS = tuple(_core.kernels())
 
 
+def storage_name(dtype):
+    """A state storage as the kernels name it: "8bit", or a NumPy dtype name."""
+    if isinstance(dtype, str) and dtype == "8bit":
+        return dtype
+    return np.dtype(dtype).name
+
+
 @dataclass(frozen=True)
 class Hyper:
     """One hyperparameter of a param group.
@@ -68,16 +75,25 @@ class Spec:
     constants: Mapping[str, float] = field(default_factory=dict)
     check: Optional[Callable[[dict], None]] = None
 
-    def kernel(self, param_dtype, state_dtype=None):
-        """The kernel catalogue entry for these dtypes (TypeError if none is compiled)."""
+    def kernel(self, param_dtype, grad_dtype=None, state_dtype=None):
+        """The kernel catalogue entry for these dtypes (TypeError if none is compiled).
+        Defaults: gradients of the parameter's dtype; state of the parameter's dtype
+        (float32 for 16-bit parameters)."""
         param_dtype = np.dtype(param_dtype).name
-        state_dtype = param_dtype if state_dtype is None else np.dtype(state_dtype).name
+        grad_dtype = param_dtype if grad_dtype is None else np.dtype(grad_dtype).name
+        if state_dtype is None:
+            state_dtype = param_dtype if param_dtype in ("float32", "float64") else "float32"
+        state_dtype = storage_name(state_dtype)
         for entry in KERNELS:
-            if (entry["algorithm"], entry["param_dtype"], entry["state_dtype"]) == (
-                    self.algorithm, param_dtype, state_dtype):
+            if (entry["algorithm"], entry["param_dtype"], entry["grad_dtype"], entry["state_dtype"]) == (
+                    self.algorithm, param_dtype, grad_dtype, state_dtype):
                 return entry
         raise TypeError(f"{self.algorithm} has no kernel for {param_dtype} parameters with "
-                        f"{state_dtype} state")
+                        f"{grad_dtype} gradients and {state_dtype} state")
+
+    def state_dtypes(self):
+        """The state storages some kernel of this algorithm offers."""
+        return tuple(dict.fromkeys(e["state_dtype"] for e in KERNELS if e["algorithm"] == self.algorithm))
 
     @property
     def slots(self):

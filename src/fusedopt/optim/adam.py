@@ -46,17 +46,38 @@ class Adam(Optimizer):
         Ascend the objective instead of descending.
     skip_nonfinite, max_grad_norm, grad_scale
         Gradient safety, see :class:`Optimizer`.
+    state_dtype : {None, "float32", "bfloat16", "8bit"}
+        How the optimizer state is stored: None, the parameter's dtype (float32
+        for 16-bit parameters); "bfloat16" (half the bytes); "8bit", block-wise
+        dynamic quantization (Dettmers et al. 2022: blocks of 256, one float32
+        absmax each; tensors under ``min_8bit_size`` elements keep float32).
+        The arithmetic is float32 in every case.
+    master_weights : bool, optional
+        For float16/bfloat16 parameters: keep a float32 master copy, update it and
+        write its rounding to the parameter in the same pass (default True).
+        False updates the 16-bit parameters directly.
+    stochastic_rounding : bool
+        Round every 16-bit store (parameters without master weights, bfloat16
+        state) stochastically instead of to nearest: unbiased, and the same bits
+        for any thread count, keyed by (seed, step, parameter index, element).
+    seed : int
+        The stochastic rounding seed.
+    min_8bit_size : int
+        With ``state_dtype="8bit"``, tensors with fewer elements keep float32 state.
     """
 
     spec = ADAM_SPEC
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
                  amsgrad=False, maximize=False, *, skip_nonfinite=False, max_grad_norm=None,
-                 grad_scale=1.0):
+                 grad_scale=1.0, state_dtype=None, master_weights=None, stochastic_rounding=False, seed=0,
+                 min_8bit_size=4096):
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       amsgrad=amsgrad, maximize=maximize),
                          skip_nonfinite=skip_nonfinite, max_grad_norm=max_grad_norm,
-                         grad_scale=grad_scale)
+                         grad_scale=grad_scale,
+                         state_dtype=state_dtype, master_weights=master_weights,
+                         stochastic_rounding=stochastic_rounding, seed=seed, min_8bit_size=min_8bit_size)
 
 
 class AdamW(Adam):
@@ -69,7 +90,10 @@ class AdamW(Adam):
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
                  amsgrad=False, maximize=False, *, skip_nonfinite=False, max_grad_norm=None,
-                 grad_scale=1.0):
+                 grad_scale=1.0, state_dtype=None, master_weights=None, stochastic_rounding=False, seed=0,
+                 min_8bit_size=4096):
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                          amsgrad=amsgrad, maximize=maximize, skip_nonfinite=skip_nonfinite,
-                         max_grad_norm=max_grad_norm, grad_scale=grad_scale)
+                         max_grad_norm=max_grad_norm, grad_scale=grad_scale,
+                         state_dtype=state_dtype, master_weights=master_weights,
+                         stochastic_rounding=stochastic_rounding, seed=seed, min_8bit_size=min_8bit_size)

@@ -39,6 +39,9 @@ typedef enum {
 /* At most this many state slots per algorithm (exp_avg, exp_avg_sq, ...). */
 #define FO_MAX_SLOTS 4
 
+/* Elements per absmax block of 8-bit state (src/fusedopt/_qmap.py BLOCK). */
+#define FO_QUANTIZATION_BLOCK 256
+
 /* Tensors of one kernel (param, grad and state storage) and their optimizer state.
  * Tensor i has size[i] elements and occupies [offset[i], offset[i] + size[i]) of
  * the concatenated element range; offset[i+1] - offset[i] is size[i] rounded up

@@ -50,18 +50,17 @@ def _c_array(ctype, name, values, fmt):
 
 
 def write_quantization_tables(out_dir):
-    """fusedopt_qmaps.h: each map, its midpoints and its code search table (storage/q8.h)."""
+    """fusedopt_qmaps.h: each map's constants (storage/q8.h runs the arithmetic)."""
     qmap = runpy.run_path(str(QMAP))
-    as_float = lambda v: "INFINITY" if v == float("inf") else float(v).hex() + "f"
-    text = ["/* written by csrc/generate.py from src/fusedopt/_qmap.py */\n#include <math.h>\n",
-            f"#define FO_Q8_BLOCK {qmap['BLOCK']}\n#define FO_Q8_BUCKETS {qmap['BUCKETS']}\n",
-            f"#define FO_Q8_EXP_MIN {qmap['_EXP_MIN']}\n"]
+    as_float = lambda v: float(v).hex() + "f"
+    text = ["/* written by csrc/generate.py from src/fusedopt/_qmap.py */\n",
+            f"#define FO_Q8_BLOCK {qmap['BLOCK']}\n#define FO_Q8_DECADES {qmap['DECADES']}\n"]
     for kind, signed in (("signed", True), ("unsigned", False)):
-        text.append(_c_array("float", f"fo_q8_map_{kind}", qmap["dynamic_map"](signed), as_float))
-        text.append(_c_array("float", f"fo_q8_mid_{kind}", qmap["midpoints"](signed), as_float))
-        text.append(_c_array("int32_t", f"fo_q8_start_{kind}", qmap["search_table"](signed), str))
+        c = qmap["constants"](signed)
+        text.append(f"static const fo_q8_map fo_q8_{kind} = {{\n    {int(signed)}, {qmap['ZERO'][signed]},\n")
+        for name, fmt in (("count", str), ("base", str), ("first", as_float), ("step", as_float),
+                          ("inverse", as_float), ("bound", as_float)):
+            text.append("    {" + ", ".join(fmt(v) for v in c[name]) + f"}},  /* {name} */\n")
+        text.append("    {" + ", ".join(as_float(v) for v in qmap["dynamic_map"](signed)) + "},  /* value */\n")
+        text.append("};\n")
     (Path(out_dir) / "fusedopt_qmaps.h").write_text("".join(text))
-
-
-if __name__ == "__main__":
-    write_kernel_instances(sys.argv[1])

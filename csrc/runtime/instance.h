@@ -21,7 +21,9 @@
  * State slots, whatever their storage: FO_SLOT_GET(h, slot), FO_SLOT_ARG(h),
  * FO_SLOT_PASS(h) as for parameters; the loop runs over chunks of
  * FO_STATE_CHUNK(n) elements (one chunk unless the state is 8-bit), opening each
- * slot it uses with FO_SLOT_OPEN(h, slot, map, used, c0) before the chunk and
+ * slot it uses with FO_SLOT_OPEN(h, slot, map, used, c0) before the chunk (8-bit:
+ * decode the block into a float32 staging block; the loop names its chunk start
+ * `c0` and length `len`) and
  * closing it with FO_SLOT_CLOSE(h, map, used, c0, len) after (8-bit: quantize the
  * staged block); map is `signed` or `unsigned` (how the slot's values range).
  * Inside, FO_LOAD_S(h, k) / FO_STORE_S(h, k, x) read the old value and write the
@@ -121,17 +123,17 @@
 #define FO_SLOT_ARG_Q8(h) uint8_t *FO_RESTRICT h, float *FO_RESTRICT h##_scale
 #define FO_SLOT_PASS_Q8(h) h, h##_scale
 #define FO_SLOT_OPEN_Q8(h, slot, map, used, c0)                                            \
-    const float *h##_map = fo_q8_map_##map;                                                \
-    const float h##_absmax = (used) ? h##_scale[(c0) / FO_Q8_BLOCK] : 0.0f;                \
-    float h##_stage[FO_Q8_BLOCK]
+    float h##_stage[FO_Q8_BLOCK];                                                          \
+    if (used)                                                                              \
+        fo_q8_load_block(h + (c0), len, h##_scale[(c0) / FO_Q8_BLOCK], h##_stage, &fo_q8_##map)
 #define FO_SLOT_CLOSE_Q8(h, map, used, c0, len)                                            \
     do {                                                                                   \
         if (used)                                                                          \
             fo_q8_store_block(h##_stage, len, h + (c0), h##_scale + (c0) / FO_Q8_BLOCK,     \
-                              fo_q8_mid_##map, fo_q8_start_##map);                          \
+                              &fo_q8_##map);                                               \
     } while (0)
-#define FO_LOAD_S_Q8(h, k) (h##_map[(h)[k]] * h##_absmax)
-#define FO_STORE_S_Q8(h, k, x) (h##_stage[(k) & (FO_Q8_BLOCK - 1)] = (x))
+#define FO_LOAD_S_Q8(h, k) (h##_stage[(k) - c0])
+#define FO_STORE_S_Q8(h, k, x) (h##_stage[(k) - c0] = (x))
 #define FO_STATE_CHUNK_Q8(n) FO_Q8_BLOCK
 
 /* -- stochastic rounding ------------------------------------------------------ */

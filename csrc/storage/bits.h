@@ -5,18 +5,24 @@
 #include <stdint.h>
 #include <string.h>
 
+/* type punning through a union: defined in C99, and what vectorizers handle best */
+typedef union {
+    float f;
+    uint32_t u;
+} fo_float_bits;
+
 static inline uint32_t fo_bits_of(float x)
 {
-    uint32_t u;
-    memcpy(&u, &x, sizeof u);
-    return u;
+    fo_float_bits b;
+    b.f = x;
+    return b.u;
 }
 
 static inline float fo_float_of(uint32_t u)
 {
-    float x;
-    memcpy(&x, &u, sizeof x);
-    return x;
+    fo_float_bits b;
+    b.u = u;
+    return b.f;
 }
 
 /* A 32-bit integer hash with low bias (C. Wellons' "lowbias32"). */

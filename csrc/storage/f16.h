@@ -62,9 +62,11 @@ static inline uint16_t fo_f32_to_f16_sr(float x, uint32_t r)
     const uint32_t a = u & 0x7fffffffu;
     /* subnormal: the value in units of 2^-24 (exact), its floor, a random carry */
     const float units = fo_float_of(a < 0x38800000u ? a : 0u) * 16777216.0f;
-    const int32_t whole = (int32_t)units;
-    const uint32_t subnormal = (uint32_t)whole
-                               + ((float)(r >> 8) * 5.9604644775390625e-08f < units - (float)whole);
+    /* the floor of units (in [0, 1024)): adding 2^23 rounds it to an integer, to nearest */
+    const float nearest = (units + 8388608.0f) - 8388608.0f;
+    const float whole = nearest > units ? nearest - 1.0f : nearest;
+    const uint32_t subnormal = (fo_bits_of(whole + 8388608.0f) - 0x4b000000u)
+                               + ((float)(int32_t)(r >> 8) * 5.9604644775390625e-08f < units - whole);
     const uint32_t h = a >= 0x47800000u ? fo_f16_special(a)
                        : a < 0x38800000u ? subnormal
                        : fo_f16_normal(a, r & 0x1fffu);

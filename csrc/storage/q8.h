@@ -1,11 +1,13 @@
 /* storage/q8.h: 8-bit block-wise dynamic quantization of optimizer state
  * (Dettmers et al., ICLR 2022): per block of FO_Q8_BLOCK elements, one float32
- * absmax, and one uint8 code per element indexing a 256-value map (signed for
- * first moments and momentum, unsigned for second moments).  The maps, their
- * midpoints and the code search tables come from src/fusedopt/_qmap.py (via
- * csrc/generate.py).  A kernel reads a block's codes, updates in float32 into a
- * staging block, then quantizes it with the block's new absmax: one read and one
- * write of every code and scale per step. */
+ * absmax, and one uint8 code per element naming a value of a 256-value map
+ * (signed for first moments and momentum, unsigned for second moments).  The
+ * maps and the code search are defined in src/fusedopt/_qmap.py, whose constants
+ * csrc/generate.py writes into fusedopt_qmaps.h: a code reads back through the
+ * map's 256 values; a value's code is float32 arithmetic (no search, so it
+ * vectorises), the same operations as the NumPy twin.  A kernel decodes a block into a float32 staging block, updates it,
+ * then encodes it with the block's new absmax: one read and one write of every
+ * code and scale per step. */
 #define FO_STORAGE_q8_TYPE uint8_t
 #define FO_STORAGE_q8_COMPUTE float
 #define FO_STORAGE_q8_NAME "8bit"
@@ -16,29 +18,57 @@
 
 #ifndef FUSEDOPT_STORAGE_Q8_H
 #define FUSEDOPT_STORAGE_Q8_H
+#include <math.h>
 #include "bits.h"
-#include "fusedopt_qmaps.h"
 
-/* The code of x (x = value / absmax, in [-1, 1]): the number of midpoints below x.
- * The table gives the code at the bottom of x's bucket; a bucket holds at most two
- * midpoints (checked when the table is built).  Any x (NaN included) gives a code
- * in [0, 255]: every index stays in its table. */
-static inline int32_t fo_q8_encode(float x, const float *mid, const int32_t *start)
+typedef struct {
+    int is_signed, zero;               /* zero: the code of 0.0 (1.0 is code 255) */
+    int32_t count[7], base[7];         /* per decade: values, code of the first positive one */
+    float first[7], step[7], inverse[7];
+    float bound[8];                    /* decade boundaries: below bound[0] is 0, from bound[7] is 1 */
+    float value[256];                  /* the map: code -> value (computed as first + j * step) */
+} fo_q8_map;
+#include "fusedopt_qmaps.h"
+#if FO_Q8_BLOCK != FO_QUANTIZATION_BLOCK
+#error "src/fusedopt/_qmap.py BLOCK differs from FO_QUANTIZATION_BLOCK in fusedopt.h"
+#endif
+
+/* The code of x = value / absmax (nearest map value; any x, NaN included, gives a
+ * code in [0, 255]).  Decade d holds count[0] * 2^d values; the positive side's
+ * codes of decade d start at 127 + count (signed) or count - 1 (unsigned). */
+static inline int32_t fo_q8_encode(float x, const fo_q8_map *q)
 {
-    const uint32_t u = fo_bits_of(x);
-    const int32_t magnitude = (int32_t)(u & 0x7fffffffu);
-    const int32_t exponent = magnitude >> 23;
-    const int32_t mantissa = exponent < FO_Q8_EXP_MIN ? 0 : (magnitude >> 15) & 0xff;
-    const int32_t clamped = exponent < FO_Q8_EXP_MIN ? FO_Q8_EXP_MIN : (exponent > 127 ? 127 : exponent);
-    int32_t code = start[(int32_t)(u >> 31) * FO_Q8_BUCKETS + (clamped - FO_Q8_EXP_MIN) * 256 + mantissa];
-    code += x > mid[code];
-    code += x > mid[code];
+    const float a = q->is_signed ? fabsf(x) : x;
+    float first = q->first[0], inverse = q->inverse[0], count, t;
+    int32_t decade = 0, code, d;
+    for (d = 1; d < FO_Q8_DECADES; d++) {
+        const int above = a >= q->bound[d];
+        first = above ? q->first[d] : first;
+        inverse = above ? q->inverse[d] : inverse;
+        decade += above;
+    }
+    count = (float)q->count[0] * fo_float_of((uint32_t)(decade + 127) << 23);   /* exact: times 2^decade */
+    t = (a - first) * inverse + 0.5f;
+    t = t < count - 1.0f ? t : count - 1.0f;   /* NaN -> the last value */
+    t = t > 0.0f ? t : 0.0f;
+    code = (int32_t)(q->is_signed ? 127.0f + count : count - 1.0f) + (int32_t)t;
+    code = a < q->bound[0] ? q->zero : (a >= q->bound[FO_Q8_DECADES] ? 255 : code);
+    if (q->is_signed && x < 0.0f) code = 254 - code < 0 ? 0 : 254 - code;
     return code;
+}
+
+/* Block [0, n) (n <= FO_Q8_BLOCK) of codes to values, times the block's absmax. */
+static inline void fo_q8_load_block(const uint8_t *FO_RESTRICT codes, int64_t n, float absmax,
+                                    float *FO_RESTRICT out, const fo_q8_map *q)
+{
+    int64_t j;
+    FO_PRAGMA_SIMD
+    for (j = 0; j < n; j++) out[j] = q->value[codes[j]] * absmax;
 }
 
 /* Quantize x[0..n) (n <= FO_Q8_BLOCK) into codes with one new absmax. */
 static inline void fo_q8_store_block(const float *FO_RESTRICT x, int64_t n, uint8_t *FO_RESTRICT codes,
-                                     float *FO_RESTRICT absmax_out, const float *mid, const int32_t *start)
+                                     float *FO_RESTRICT absmax_out, const fo_q8_map *q)
 {
     float absmax = 0.0f, inverse;
     int64_t j;
@@ -51,6 +81,6 @@ static inline void fo_q8_store_block(const float *FO_RESTRICT x, int64_t n, uint
     inverse = absmax > 0.0f ? 1.0f / absmax : 0.0f;
     *absmax_out = absmax;
     FO_PRAGMA_SIMD
-    for (j = 0; j < n; j++) codes[j] = (uint8_t)fo_q8_encode(x[j] * inverse, mid, start);
+    for (j = 0; j < n; j++) codes[j] = (uint8_t)fo_q8_encode(x[j] * inverse, q);
 }
 #endif

@@ -1,81 +1,91 @@
-"""The 8-bit dynamic quantization maps, defined once.
+"""The 8-bit dynamic quantization maps and their code search, defined once.
 
 Block-wise dynamic quantization (Dettmers, Lewis, Shleifer & Zettlemoyer, "8-bit
-Optimizers via Block-wise Quantization", ICLR 2022), with the maps bitsandbytes
-builds (``create_dynamic_map``): 256 sorted values in [-1, 1] (signed, for first
-moments and momentum) or [0, 1] (unsigned, for second moments), dense near zero
-(one decade per exponent, 10^-6 to 1) and coarse near 1.
+Optimizers via Block-wise Quantization", ICLR 2022) with the maps bitsandbytes
+builds (``create_dynamic_map``): 256 sorted values, one decade per exponent from
+10^-7 to 1, each decade split evenly (linspace(0.1, 1) midpoints), plus 0 and 1.
+The signed map (first moments, momentum) has 2^i values in decade i on each side
+of zero; the unsigned one (second moments) 2^(i+1).
 
-A value x of a block with absmax a is stored as the code of the map value nearest
-to x * (1/a) (ties to the lower code); it reads back as map[code] * a.
+Here each value is computed in float32 as ``first[i] + j * step[i]`` (the j-th
+value of decade i), and a value's code by the same arithmetic in reverse: the
+decade is found by comparing with the 8 decade boundaries (midpoints between
+neighbouring decades), then j = floor((x - first) / step + 1/2).  That is the
+nearest map value (up to float32 rounding at a boundary), with no table search,
+so the kernels vectorise it; the NumPy twin (fusedopt.slow.quantization) runs
+the same float32 operations, so codes are bitwise equal.
 
 This file uses NumPy only: csrc/generate.py reads it at build time to write the
-C tables, and fusedopt.slow.quantization (the NumPy twin) at run time.
+C constants, and fusedopt.slow.quantization at run time.
 """
 import numpy as np
 
 #: elements per absmax block
 BLOCK = 256
+#: decades per side
+DECADES = 7
+#: the code of 0 and of 1.0 in each map
+ZERO = {True: 127, False: 0}
+ONE = 255
 
-#: |x| below 2**(_EXP_MIN - 127) shares one bucket of the code search table
-_EXP_MIN = 127 - 25
-#: buckets per sign of the search table: 26 exponents x 256 mantissa prefixes
-BUCKETS = (127 - _EXP_MIN + 1) * 256
+_f32 = np.float32
+
+
+def constants(signed):
+    """Per decade i: count (values), base (code of its first positive value), and
+    the float32 first value, step and 1/step; and the 8 float32 decade boundaries."""
+    count = np.array([2 ** i if signed else 2 ** (i + 1) for i in range(DECADES)], dtype=np.int32)
+    base = np.array([127 + 2 ** i if signed else 2 ** (i + 1) - 1 for i in range(DECADES)], dtype=np.int32)
+    scale = 10.0 ** (np.arange(DECADES) - 6.0)
+    first = (scale * (0.1 + 0.45 / count)).astype(np.float32)      # the first linspace midpoint
+    step = (scale * 0.9 / count).astype(np.float32)
+    inverse = (1.0 / step.astype(np.float64)).astype(np.float32)
+    last = first + (count - 1).astype(np.float32) * step          # float32, as decoded
+    bound = np.empty(DECADES + 1, dtype=np.float32)
+    bound[0] = first[0] * _f32(0.5)                                # between 0 and the first value
+    bound[1:DECADES] = (last[:-1] + first[1:]) * _f32(0.5)
+    bound[DECADES] = (last[-1] + _f32(1.0)) * _f32(0.5)            # between the last value and 1
+    return {"count": count, "base": base, "first": first, "step": step, "inverse": inverse,
+            "bound": bound}
 
 
 def dynamic_map(signed):
-    """The 256 sorted float32 values of the signed or unsigned dynamic map."""
-    values = [0.0, 1.0]
-    for i in range(7):                      # the decade [10^(i-6) * 0.1, 10^(i-6)]
-        n = 2 ** i if signed else 2 ** (i + 1)
-        bounds = np.linspace(0.1, 1.0, n + 1)
-        means = (bounds[:-1] + bounds[1:]) / 2.0
-        values.extend(10.0 ** (i - 6) * means)
-        if signed:
-            values.extend(-(10.0 ** (i - 6)) * means)
-    out = np.array(sorted(values), dtype=np.float32)
-    assert out.shape == (256,) and np.all(np.diff(out) > 0)
-    return out
+    """The 256 sorted float32 values of the signed or unsigned map."""
+    c = constants(signed)
+    values = np.zeros(256, dtype=np.float32)
+    for i in range(DECADES):
+        j = np.arange(c["count"][i], dtype=np.float32)
+        values[c["base"][i]:c["base"][i] + c["count"][i]] = c["first"][i] + j * c["step"][i]
+    values[ONE] = 1.0
+    if signed:
+        values[:127] = -values[254:127:-1]          # code c < 127 is -(code 254 - c)
+    values[ZERO[signed]] = 0.0
+    assert np.all(np.diff(values) > 0)
+    return values
 
 
-def midpoints(signed):
-    """mid[j] = (map[j] + map[j+1]) / 2 (rounded to float32), mid[255] = +inf:
-    a value's code is the number of midpoints below it."""
-    m = dynamic_map(signed).astype(np.float64)
-    mid = np.empty(256, dtype=np.float32)
-    mid[:255] = (m[:-1] + m[1:]) / 2.0
-    mid[255] = np.inf
-    return mid
-
-
-def bucket_of(x):
-    """The search-table bucket of float32 values x: sign, exponent (clamped to
-    [_EXP_MIN, 127]) and the top 8 mantissa bits, so that buckets are ordered by |x|."""
-    bits = np.asarray(x, dtype=np.float32).view(np.uint32).astype(np.int64)
-    magnitude = bits & 0x7FFFFFFF
-    exponent = magnitude >> 23
-    mantissa = np.where(exponent < _EXP_MIN, 0, (magnitude >> 15) & 0xFF)
-    exponent = np.clip(exponent, _EXP_MIN, 127) - _EXP_MIN
-    return (bits >> 31) * BUCKETS + exponent * 256 + mantissa
-
-
-def search_table(signed):
-    """start[b]: the code of the lowest value of bucket b.  Every bucket holds at
-    most two midpoints, so start[b] and two comparisons give any value's code."""
-    mid = midpoints(signed)
-    table = np.empty(2 * BUCKETS, dtype=np.int32)
-    for sign in (0, 1):
-        b = np.arange(BUCKETS)
-        exponent, mantissa = b // 256 + _EXP_MIN, b % 256
-        low = (exponent << 23) | (mantissa << 15)
-        low[0] = 0                                   # the bucket of all tiny values starts at 0
-        high = np.append(low[1:], (128 << 23)) - 1   # the largest magnitude of each bucket
-        low = low.astype(np.uint32).view(np.float32)
-        high = high.astype(np.uint32).view(np.float32)
-        if sign:
-            low, high = -high, -low                  # x in [-high, -low]
-        first = np.searchsorted(mid, low, side="left")
-        last = np.searchsorted(mid, high, side="left")
-        assert np.all(last - first <= 2)
-        table[sign * BUCKETS:(sign + 1) * BUCKETS] = first
-    return table
+def encode(x, signed):
+    """The codes of float32 values x (x = value / absmax, in [-1, 1]): the float32
+    arithmetic the kernels run, element by element."""
+    c = constants(signed)
+    x = np.asarray(x, dtype=np.float32)
+    a = np.abs(x) if signed else x
+    first = np.full(x.shape, c["first"][0])
+    inverse = np.full(x.shape, c["inverse"][0])
+    decade = np.zeros(x.shape, dtype=np.int32)
+    for i in range(1, DECADES):
+        above = a >= c["bound"][i]
+        first = np.where(above, c["first"][i], first)
+        inverse = np.where(above, c["inverse"][i], inverse)
+        decade += above
+    base, last = c["base"][decade], (c["count"][decade] - 1).astype(np.float32)
+    with np.errstate(invalid="ignore", over="ignore"):
+        t = (a - first) * inverse + _f32(0.5)
+    t = np.where(t < last, t, last)                 # NaN -> last
+    t = np.where(t > 0, t, _f32(0.0))
+    code = base + t.astype(np.int32)
+    code = np.where(a < c["bound"][0], ZERO[signed], code)
+    code = np.where(a >= c["bound"][DECADES], ONE, code)
+    if signed:
+        code = np.where(x < 0, np.maximum(254 - code, 0), code)
+    return code.astype(np.uint8)

@@ -6,6 +6,7 @@ cdef extern from "fusedopt.h" nogil:
     enum: FO_MAX_THREADS
     enum: FO_N_KERNELS
     enum: FO_COMMON_FIELDS
+    enum: FO_QUANTIZATION_BLOCK
     ctypedef struct fo_tensor_list:
         int64_t n_tensors
         void **param

@@ -248,7 +248,7 @@ cdef class TensorList:
                     if (cnp.PyArray_NDIM(<cnp.ndarray>scales[k][i]) != 1 or cnp.PyArray_SIZE(<cnp.ndarray>scales[k][i])
                             != _blocks_of(cnp.PyArray_SIZE(p))):
                         raise ValueError(f"{slot_names[k]}_absmax[{positions[i]}] must be 1-D with one "
-                                         f"value per block of {FO_Q8_BLOCK} elements "
+                                         f"value per block of {FO_QUANTIZATION_BLOCK} elements "
                                          f"({_blocks_of(cnp.PyArray_SIZE(p))}), got "
                                          f"{(<object>scales[k][i]).shape}")
                 elif scales[k][i] is not None:
@@ -458,15 +458,12 @@ cdef class TensorList:
         return 0
 
 
-cdef extern from "fusedopt_qmaps.h":
-    enum: FO_Q8_BLOCK
-
 #: elements per absmax block of 8-bit state
-QUANTIZATION_BLOCK = FO_Q8_BLOCK
+QUANTIZATION_BLOCK = FO_QUANTIZATION_BLOCK
 
 
 cdef inline int64_t _blocks_of(int64_t n):
-    return (n + FO_Q8_BLOCK - 1) // FO_Q8_BLOCK
+    return (n + FO_QUANTIZATION_BLOCK - 1) // FO_QUANTIZATION_BLOCK
 
 
 cdef int _check_unchanged(object arr, void *data, int64_t size, int typenum) except -1:

@@ -11,6 +11,7 @@ import os
 import tempfile
 import zipfile
 
+import ml_dtypes
 import numpy as np
 
 __all__ = ["save", "load", "FORMAT_VERSION"]
@@ -32,6 +33,10 @@ def _to_json(obj):
     return obj
 
 
+#: dtypes npz cannot hold, saved as the bits of the same size
+_BIT_VIEWS = {"bfloat16": (np.dtype(ml_dtypes.bfloat16), np.dtype(np.uint16))}
+
+
 def save(optimizer, path):
     """Write `optimizer`'s state to `path` (.npz) atomically.
 
@@ -42,16 +47,21 @@ def save(optimizer, path):
     """
     path = os.fspath(path)
     state_dict = optimizer.state_dict()
-    arrays, state_meta = {}, {}
+    arrays, state_meta, bit_views = {}, {}, {}
     for index, entry in state_dict["state"].items():
         # counters in the JSON document, buffers as npz entries
         state_meta[str(index)] = {name: value for name, value in entry.items()
                                   if not isinstance(value, np.ndarray)}
         for name, value in entry.items():
             if isinstance(value, np.ndarray):
-                arrays[f"state/{index}/{name}"] = value
+                key = f"state/{index}/{name}"
+                if value.dtype.name in _BIT_VIEWS:     # npz has no bfloat16: its bits, as uint16
+                    bit_views[key] = value.dtype.name
+                    value = value.view(_BIT_VIEWS[value.dtype.name][1])
+                arrays[key] = value
     meta = {key: value for key, value in state_dict.items() if key != "state"}
     meta["state"] = state_meta
+    meta["bit_views"] = bit_views
     meta["format_version"] = FORMAT_VERSION
     arrays[_META] = np.frombuffer(json.dumps(_to_json(meta)).encode(), dtype=np.uint8)
 
@@ -132,7 +142,16 @@ def load(optimizer, path):
         if not isinstance(entry, dict):
             raise ValueError(f"{path}: state entry {index!r} is not a table of counters")
         state[str(index)] = dict(entry)
+    bit_views = meta.pop("bit_views", {})
+    if not isinstance(bit_views, dict):
+        raise ValueError(f"{path}: its bit_views is not a table")
     for name, value in arrays.items():
+        if name in bit_views:
+            dtype, bits = _BIT_VIEWS.get(bit_views[name], (None, None))
+            if dtype is None or value.dtype != bits:
+                raise ValueError(f"{path}: array {name!r} is {value.dtype}, not the bits of "
+                                 f"{bit_views[name]!r}")
+            value = value.view(dtype)
         parts = name.split("/", 2)
         if len(parts) != 3 or parts[0] != "state":
             raise ValueError(f"{path}: unexpected array {name!r} in the checkpoint")

@@ -6,9 +6,14 @@ own dtype in the kernel's order of operations (hyperparameters rounded to that
 dtype once, no fused multiply-add).  They are the references of the test
 suite (on float64 copies), the NumPy peers of the benchmark, and the NumPy
 optimizer of the demo.  They check nothing: give them what the kernels accept.
+
+Low-precision storage (16-bit parameters and state, 8-bit block quantization,
+stochastic rounding) has its twins in :mod:`fusedopt.slow.storage` and
+:mod:`fusedopt.slow.quantization`.
 """
+from . import quantization, storage
 from .adam import adam_
 from .lamb import lamb_
 from .sgd import sgd_
 
-__all__ = ["adam_", "lamb_", "sgd_"]
+__all__ = ["adam_", "lamb_", "sgd_", "quantization", "storage"]

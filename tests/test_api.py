@@ -12,7 +12,8 @@ import fusedopt
 def test_info_reports_the_build():
     info = fusedopt.info()
     assert info["version"] == fusedopt.__version__
-    assert info["dtypes"] == ["float32", "float64"]
+    assert info["dtypes"] == ["float32", "float64", "float16", "bfloat16"]
+    assert {"float32", "bfloat16", "8bit"} <= set(info["state_dtypes"])
     assert info["simd_path"] in info["simd_supported"]
     assert info["num_threads"] >= 1
     assert "-O3" in info["flags"] or "/O2" in info["flags"]

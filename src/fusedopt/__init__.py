@@ -37,11 +37,17 @@ def info():
     """Version, build and run-time configuration, as a dict."""
     import numpy as np
 
+    import ml_dtypes
+
     build = _core.build_info()
+    kernels = _core.kernels()
     return {
         "version": __version__,
         "numpy": np.__version__,
-        "dtypes": ["float32", "float64"],
+        "ml_dtypes": ml_dtypes.__version__,
+        "dtypes": list(_core.PARAM_DTYPES),
+        "state_dtypes": sorted({k["state_dtype"] for k in kernels}),
+        "kernels": len(kernels),
         "openmp": build["openmp"],
         "openmp_version": build["openmp_version"],
         "openmp_runtime": _openmp_runtime() if build["openmp"] else None,

@@ -92,6 +92,13 @@ def test_codes_are_the_nearest_map_value(signed):
         x = np.abs(x)
     codes = _qmap.encode(x, signed).astype(np.int64)
     exact = np.searchsorted(mid, x.astype(np.float64), side="left")
+    if not signed:
+        # by design a positive second moment never becomes 0: below the first
+        # midpoint it takes the smallest nonzero code (see fusedopt._qmap)
+        tiny = (x > 0) & (x < mid[0])
+        assert np.all(codes[tiny] == 1)
+        assert _qmap.encode(np.float32([1e-30, 1e-8, 0.0, -0.0]), False).tolist() == [1, 1, 0, 0]
+        exact[tiny] = 1
     off = codes != exact
     assert np.all(np.abs(codes - exact) <= 1)
     # a differing code is (within float32 rounding) as near as the exact one

@@ -52,7 +52,10 @@ static inline int32_t fo_q8_encode(float x, const fo_q8_map *q)
     t = t < count - 1.0f ? t : count - 1.0f;   /* NaN -> the last value */
     t = t > 0.0f ? t : 0.0f;
     code = (int32_t)(q->is_signed ? 127.0f + count : count - 1.0f) + (int32_t)t;
-    code = a < q->bound[0] ? q->zero : (a >= q->bound[FO_Q8_DECADES] ? 255 : code);
+    /* unsigned: a positive value never becomes 0 (a second moment of 0 turns the
+     * next Adam update into m / eps); see src/fusedopt/_qmap.py */
+    code = a < q->bound[0] ? (q->is_signed || !(a > 0.0f) ? q->zero : 1)
+                           : (a >= q->bound[FO_Q8_DECADES] ? 255 : code);
     if (q->is_signed && x < 0.0f) code = 254 - code < 0 ? 0 : 254 - code;
     return code;
 }

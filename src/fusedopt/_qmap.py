@@ -15,6 +15,13 @@ nearest map value (up to float32 rounding at a boundary), with no table search,
 so the kernels vectorise it; the NumPy twin (fusedopt.slow.quantization) runs
 the same float32 operations, so codes are bitwise equal.
 
+One deliberate difference from nearest rounding (and from bitsandbytes): in the
+unsigned map a positive value below the first boundary gets the smallest
+nonzero code, not 0.  A second moment below ~1.6e-7 of its block's absmax would
+otherwise be stored as exactly 0 while the first moment is not, and the next
+Adam update would be m / eps: single steps of 10^3-10^4 x lr, which made a
+digits MLP with every tensor in 8 bits diverge (tests/test_low_precision_training.py).
+
 This file uses NumPy only: csrc/generate.py reads it at build time to write the
 C constants, and fusedopt.slow.quantization at run time.
 """
@@ -84,7 +91,9 @@ def encode(x, signed):
     t = np.where(t < last, t, last)                 # NaN -> last
     t = np.where(t > 0, t, _f32(0.0))
     code = base + t.astype(np.int32)
-    code = np.where(a < c["bound"][0], ZERO[signed], code)
+    # a positive second moment never becomes 0 (the next update would be m / eps)
+    small = ZERO[signed] if signed else np.where(a > 0, 1, ZERO[signed])
+    code = np.where(a < c["bound"][0], small, code)
     code = np.where(a >= c["bound"][DECADES], ONE, code)
     if signed:
         code = np.where(x < 0, np.maximum(254 - code, 0), code)

@@ -8,6 +8,8 @@ import math
 
 import numpy as np
 
+from . import _core
+
 from ._memory import ALIGNMENT, aligned_zeros
 
 __all__ = ["FlatParams"]
@@ -44,8 +46,8 @@ class FlatParams:
 
     def __init__(self, shapes, dtype=np.float32):
         self.dtype = np.dtype(dtype)
-        if self.dtype not in (np.float32, np.float64):
-            raise TypeError(f"dtype must be float32 or float64, got {self.dtype}")
+        if self.dtype.name not in _core.PARAM_DTYPES:
+            raise TypeError(f"dtype must be one of {', '.join(_core.PARAM_DTYPES)}, got {self.dtype}")
         self.shapes = [tuple(int(n) for n in shape) for shape in shapes]
         for i, shape in enumerate(self.shapes):
             if any(n < 0 for n in shape):

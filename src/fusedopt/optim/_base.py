@@ -24,7 +24,6 @@ STATE_DICT_VERSION = 2
 
 #: what ``state_dtype`` may be
 STATE_DTYPES = (None, "float32", "bfloat16", "8bit")
-_WIDE = ("float32", "float64")
 _NARROW = ("bfloat16", "float16")
 
 

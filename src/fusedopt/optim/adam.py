@@ -46,24 +46,8 @@ class Adam(Optimizer):
         Ascend the objective instead of descending.
     skip_nonfinite, max_grad_norm, grad_scale
         Gradient safety, see :class:`Optimizer`.
-    state_dtype : {None, "float32", "bfloat16", "8bit"}
-        How the optimizer state is stored: None, the parameter's dtype (float32
-        for 16-bit parameters); "bfloat16" (half the bytes); "8bit", block-wise
-        dynamic quantization (Dettmers et al. 2022: blocks of 256, one float32
-        absmax each; tensors under ``min_8bit_size`` elements keep float32).
-        The arithmetic is float32 in every case.
-    master_weights : bool, optional
-        For float16/bfloat16 parameters: keep a float32 master copy, update it and
-        write its rounding to the parameter in the same pass (default True).
-        False updates the 16-bit parameters directly.
-    stochastic_rounding : bool
-        Round every 16-bit store (parameters without master weights, bfloat16
-        state) stochastically instead of to nearest: unbiased, and the same bits
-        for any thread count, keyed by (seed, step, parameter index, element).
-    seed : int
-        The stochastic rounding seed.
-    min_8bit_size : int
-        With ``state_dtype="8bit"``, tensors with fewer elements keep float32 state.
+    state_dtype, master_weights, stochastic_rounding, seed, min_8bit_size
+        Storage of the state and of 16-bit parameters, see :class:`Optimizer`.
     """
 
     spec = ADAM_SPEC

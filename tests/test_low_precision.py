@@ -450,3 +450,38 @@ def test_gradient_dtype_may_change_between_steps():
         a.step([g])
         b.step([g.astype(np.float32)])
     assert_bitwise(p, q, "mixed gradient dtypes")
+
+
+@pytest.mark.parametrize("simd", SIMD_PATHS)
+def test_8bit_codes_of_extreme_values_equal_the_twin_on_every_path(simd):
+    """Blocks holding NaN, Inf, subnormals, signed zeros, huge and tiny values, all
+    zeros, and a partial last block: the kernel's codes and absmax (signed map:
+    SGD's first momentum is g itself; unsigned map: Adam's second moment) equal
+    the twin's, on every SIMD path (AVX-512 encodes and decodes with permutes)."""
+    fusedopt._core.set_simd_path(simd)
+    rng = np.random.default_rng(9)
+    blocks = [rng.standard_normal(256) * 10.0 ** rng.uniform(-30, 30, 256),
+              np.zeros(256), rng.standard_normal(256) * 1e-40,
+              np.r_[np.nan, -np.inf, np.inf, -0.0, 0.0, 1e-45, -3e38, rng.standard_normal(249)],
+              np.r_[np.nan, rng.standard_normal(255) * 1e-3], rng.standard_normal(100)]
+    g = np.concatenate(blocks).astype(np.float32)
+    with np.errstate(all="ignore"):
+        p = np.zeros(g.size, np.float32)
+        opt = fusedopt.SGD([p], lr=0.0, momentum=0.9, state_dtype="8bit", min_8bit_size=0)
+        opt.step([g])
+        codes, absmax = quantization.quantize(g, True)
+        assert_bitwise(opt.state[0]["momentum_buffer"], codes, "signed codes")
+        assert_bitwise(opt.state[0]["momentum_buffer_absmax"], absmax, "signed absmax")
+        finite = np.where(np.isfinite(g), g, np.float32(1.0))
+        p = np.zeros(g.size, np.float32)
+        opt = fusedopt.Adam([p], lr=1e-3, state_dtype="8bit", min_8bit_size=0)
+        opt.step([finite])
+        twin_p = np.zeros(g.size, np.float32)
+        state = {"exp_avg": (0, (np.zeros(g.size, np.uint8), np.zeros(absmax.size, np.float32))),
+                 "exp_avg_sq": (1, (np.zeros(g.size, np.uint8), np.zeros(absmax.size, np.float32)))}
+        storage.step(slow.adam_, twin_p, finite, state, signed={"exp_avg": True, "exp_avg_sq": False},
+                     step=1, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8)
+    for name, (_, (twin_codes, twin_absmax)) in state.items():
+        assert_bitwise(opt.state[0][name], twin_codes, f"{name} codes")
+        assert_bitwise(opt.state[0][name + "_absmax"], twin_absmax, f"{name} absmax")
+    assert_bitwise(p, twin_p, "params")

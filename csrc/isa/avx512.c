@@ -8,6 +8,7 @@
 #pragma GCC target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")
 #endif
 #define FO_ISA avx512
+#define FO_ISA_AVX512 1
 #include "isa.h"
 #if defined(__clang__)
 #pragma clang attribute pop

@@ -125,11 +125,11 @@
 #define FO_SLOT_OPEN_Q8(h, slot, map, used, c0)                                            \
     float h##_stage[FO_Q8_BLOCK];                                                          \
     if (used)                                                                              \
-        fo_q8_load_block(h + (c0), len, h##_scale[(c0) / FO_Q8_BLOCK], h##_stage, &fo_q8_##map)
+        FO_Q8_LOAD_BLOCK(h + (c0), len, h##_scale[(c0) / FO_Q8_BLOCK], h##_stage, &fo_q8_##map)
 #define FO_SLOT_CLOSE_Q8(h, map, used, c0, len)                                            \
     do {                                                                                   \
         if (used)                                                                          \
-            fo_q8_store_block(h##_stage, len, h + (c0), h##_scale + (c0) / FO_Q8_BLOCK,     \
+            FO_Q8_STORE_BLOCK(h##_stage, len, h + (c0), h##_scale + (c0) / FO_Q8_BLOCK,     \
                               &fo_q8_##map);                                               \
     } while (0)
 #define FO_LOAD_S_Q8(h, k) (h##_stage[(k) - c0])

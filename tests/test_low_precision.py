@@ -485,3 +485,90 @@ def test_8bit_codes_of_extreme_values_equal_the_twin_on_every_path(simd):
         assert_bitwise(opt.state[0][name], twin_codes, f"{name} codes")
         assert_bitwise(opt.state[0][name + "_absmax"], twin_absmax, f"{name} absmax")
     assert_bitwise(p, twin_p, "params")
+
+
+# -- found by a hostile review ----------------------------------------------------------
+
+@pytest.mark.parametrize("shape", [(1, 1), (), (0, 3), (1,)])
+def test_8bit_state_of_scalar_and_empty_parameters_round_trips(shape, tmp_path):
+    """The absmax blocks keep their own 1-D shape, even when the parameter has
+    one element (or none): state_dict, save/load, deepcopy, and a reshape in place."""
+    import copy
+    p = np.ones(shape, np.float32)
+    opt = fusedopt.AdamW([p], state_dtype="8bit", min_8bit_size=0)
+    opt.step([np.ones(shape, np.float32)])
+    fusedopt.AdamW([p.copy()], state_dtype="8bit", min_8bit_size=0).load_state_dict(opt.state_dict())
+    fusedopt.save(opt, tmp_path / "ckpt")
+    fusedopt.load(fusedopt.AdamW([p.copy()], state_dtype="8bit", min_8bit_size=0), tmp_path / "ckpt")
+    copy.deepcopy(opt).step([np.ones(shape, np.float32)])
+    if p.size == 1:
+        p.shape = (1, 1, 1)
+        opt.add_param_group({"params": [np.ones(3, np.float32)]})   # a plan rebuild
+        opt.step([np.ones((1, 1, 1), np.float32), np.ones(3, np.float32)])
+        assert opt.state[0]["exp_avg_absmax"].shape == (1,)
+
+
+def test_one_overflowing_gradient_does_not_poison_its_8bit_block():
+    """g = 1e20 makes g*g overflow to Inf in float32: the block's absmax saturates
+    at the largest float32 instead of becoming Inf (whose reciprocal 0 would read
+    the whole block back as NaN); the other 255 parameters stay finite, as with
+    float32 state."""
+    rng = np.random.default_rng(10)
+    for state_dtype in ("8bit", None):
+        p = rng.standard_normal(600).astype(np.float32)
+        opt = fusedopt.AdamW([p], lr=1e-3, state_dtype=state_dtype, min_8bit_size=0)
+        g = rng.standard_normal(600).astype(np.float32)
+        g[3] = 1e20
+        opt.step([g])
+        for _ in range(3):
+            opt.step([rng.standard_normal(600).astype(np.float32)])
+        assert np.isfinite(p).all(), state_dtype
+
+
+def test_low_precision_gradients_from_a_generator_or_sequence():
+    class Grads:
+        def __init__(self, arrays):
+            self.arrays = arrays
+
+        def __len__(self):
+            return len(self.arrays)
+
+        def __getitem__(self, i):
+            return self.arrays[i]
+
+    p, q, r = (np.zeros(600, np.float32) for _ in range(3))
+    g = np.linspace(-1, 1, 600).astype(BF16)
+    fusedopt.AdamW([p], lr=1e-3).step(x for x in [g])
+    fusedopt.AdamW([q], lr=1e-3).step(Grads([g]))
+    fusedopt.AdamW([r], lr=1e-3).step([g])
+    assert_bitwise(p, r, "generator")
+    assert_bitwise(q, r, "sequence")
+
+
+def test_storage_errors_name_the_argument():
+    with pytest.raises(ValueError, match="state_dtype"):
+        fusedopt.AdamW([np.zeros(8, np.float32)], state_dtype="8-bit")
+    opt = fusedopt.AdamW([np.zeros(8, np.float32)], state_dtype="8bit")
+    with pytest.raises(ValueError, match="state_dtype='8bit'"):
+        opt.add_param_group({"params": [np.zeros(8)]})
+    p = np.zeros(5000, np.float32)
+    opt = fusedopt.Adam([p], state_dtype="8bit", amsgrad=True)
+    opt.step([np.ones(5000, np.float32)])
+    sd = opt.state_dict()
+    del sd["state"][0]["max_exp_avg_sq_absmax"]
+    with pytest.raises(ValueError, match="missing.*'max_exp_avg_sq_absmax'"):
+        fusedopt.Adam([np.zeros(5000, np.float32)], state_dtype="8bit", amsgrad=True).load_state_dict(sd)
+    sd = opt.state_dict()
+    sd["storage"]["state_dtype"] = np.array([1, 2])
+    with pytest.raises(ValueError, match="state_dtype"):
+        fusedopt.Adam([np.zeros(5000, np.float32)], state_dtype="8bit", amsgrad=True).load_state_dict(sd)
+
+
+def test_loading_checks_the_rounding_seed():
+    """Resuming is bitwise only with the same stochastic rounding stream."""
+    p = np.zeros(100, BF16)
+    opt = fusedopt.AdamW([p], master_weights=False, stochastic_rounding=True, seed=1)
+    opt.step([np.ones(100, BF16)])
+    other = fusedopt.AdamW([np.zeros(100, BF16)], master_weights=False, stochastic_rounding=True, seed=2)
+    with pytest.raises(ValueError, match="seed"):
+        other.load_state_dict(opt.state_dict())

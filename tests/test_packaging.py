@@ -112,8 +112,8 @@ def test_installed_metadata():
         "README is not the long description"
     runtime = [r for r in (dist.requires or []) if "extra ==" not in r]
     names = [re.split(r"[\s<>=!~;\[(]", r, maxsplit=1)[0].lower() for r in runtime]
-    assert names == ["numpy"], f"the only runtime dependency is NumPy, got {runtime}"
-    assert "1.23" in runtime[0]
+    assert names == ["numpy", "ml-dtypes"], f"the runtime dependencies are NumPy and ml-dtypes, got {runtime}"
+    assert "1.23" in runtime[0] and "0.3" in runtime[1]
     extras = set(meta.get_all("Provides-Extra") or [])
     assert {"test", "plot", "bench", "examples"} <= extras
     # Cython builds the extension; it is never needed at run time

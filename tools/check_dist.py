@@ -44,8 +44,9 @@ def _metadata_problems(text, where):
         problems.append(f"{where}: no Version")
     runtime = [r for r in msg.get_all("Requires-Dist") or [] if "extra ==" not in r]
     names = [re.split(r"[\s<>=!~;\[(]", r, maxsplit=1)[0].lower() for r in runtime]
-    if names != ["numpy"] or "1.23" not in runtime[0]:
-        problems.append(f"{where}: runtime requirements should be numpy>=1.23 only, got {runtime}")
+    if names != ["numpy", "ml-dtypes"] or "1.23" not in runtime[0] or "0.3" not in runtime[1]:
+        problems.append(f"{where}: runtime requirements should be numpy>=1.23 and ml-dtypes>=0.3 only, "
+                        f"got {runtime}")
     if any("cython" in r.lower() for r in runtime):
         problems.append(f"{where}: Cython is a runtime requirement")
     if not (msg["License-Expression"] or msg["License"]):

@@ -56,6 +56,7 @@ static inline void fo_q8_store_block_avx512(const float *FO_RESTRICT x, int64_t 
     }
     absmax = _mm512_reduce_max_ps(biggest);
     absmax = tail_max > absmax ? tail_max : absmax;
+    absmax = absmax > FLT_MAX ? FLT_MAX : absmax;     /* as fo_q8_store_block */
     inverse = absmax > 0.0f ? 1.0f / absmax : 0.0f;
     *absmax_out = absmax;
     {

@@ -18,6 +18,7 @@
 
 #ifndef FUSEDOPT_STORAGE_Q8_H
 #define FUSEDOPT_STORAGE_Q8_H
+#include <float.h>
 #include <math.h>
 #include "bits.h"
 
@@ -81,6 +82,9 @@ static inline void fo_q8_store_block(const float *FO_RESTRICT x, int64_t n, uint
         const float a = fabsf(x[j]);
         absmax = a > absmax ? a : absmax;
     }
+    /* an Inf (or a square that overflowed) saturates the scale at the largest float:
+     * 1/Inf = 0 would make every code of the block 0 and read back as 0 * Inf = NaN */
+    absmax = absmax > FLT_MAX ? FLT_MAX : absmax;
     inverse = absmax > 0.0f ? 1.0f / absmax : 0.0f;
     *absmax_out = absmax;
     FO_PRAGMA_SIMD

@@ -147,10 +147,10 @@ def load(optimizer, path):
         raise ValueError(f"{path}: its bit_views is not a table")
     for name, value in arrays.items():
         if name in bit_views:
-            dtype, bits = _BIT_VIEWS.get(bit_views[name], (None, None))
+            view = bit_views[name]
+            dtype, bits = _BIT_VIEWS.get(view, (None, None)) if isinstance(view, str) else (None, None)
             if dtype is None or value.dtype != bits:
-                raise ValueError(f"{path}: array {name!r} is {value.dtype}, not the bits of "
-                                 f"{bit_views[name]!r}")
+                raise ValueError(f"{path}: array {name!r} is {value.dtype}, not the bits of {view!r}")
             value = value.view(dtype)
         parts = name.split("/", 2)
         if len(parts) != 3 or parts[0] != "state":

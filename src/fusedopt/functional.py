@@ -133,8 +133,9 @@ def adam_(param, grad, exp_avg, exp_avg_sq, *, step, lr, beta1, beta2, eps, weig
     param, grad, exp_avg, exp_avg_sq : ndarray or list of ndarray
         Parameters (updated), gradients (read only), first and second moment
         estimates (updated; start them at zero).  float32, float64, float16 or
-        bfloat16, C-contiguous; each state buffer has its parameter's shape and
-        dtype (or bfloat16 state for float32/float16 parameters); a float32
+        bfloat16, C-contiguous; each state buffer has its parameter's shape, and
+        its dtype (float32, float64 or bfloat16 parameters) or float32/bfloat16
+        (float16 parameters, and bfloat16 state for float32 ones); a float32
         parameter may take a bfloat16/float16 gradient.  (8-bit state, master
         weights and stochastic rounding are the optimizer classes'.)
     step : int

@@ -192,7 +192,7 @@ class Optimizer:
         if state_dtype is not None:
             try:
                 state_dtype = storage_name(state_dtype)
-            except TypeError:
+            except (TypeError, ValueError):
                 raise ValueError(f"state_dtype must be one of {STATE_DTYPES}, got {state_dtype!r}") from None
             if state_dtype not in STATE_DTYPES:
                 raise ValueError(f"state_dtype must be one of {STATE_DTYPES}, got {state_dtype!r}")
@@ -259,11 +259,11 @@ class Optimizer:
         ValueError naming state_dtype for a storage its dtype cannot have."""
         param = p.dtype.name
         state = self._storage["state_dtype"]
-        if state == "8bit" and p.size < self._storage["min_8bit_size"]:
-            state = "float32"
         if state is not None and param == "float64":
             raise ValueError(f"state_dtype={state!r} needs float32 or 16-bit parameters; float64 "
                              f"parameters keep float64 state (state_dtype=None)")
+        if state == "8bit" and p.size < self._storage["min_8bit_size"]:
+            state = "float32"
         grad = grad_dtype if grad_dtype is not None and _core.grad_dtype_allowed(p.dtype, grad_dtype) else p.dtype
         try:
             kernel = self.spec.kernel(p.dtype, grad, state)
@@ -394,7 +394,7 @@ class Optimizer:
             if state is None or state.array is not p:
                 state = _ArrayState(p, n_counters)
             for name, buffer in state.slots.items():
-                if buffer.shape != p.shape and buffer.size == p.size:
+                if buffer.shape != p.shape and buffer.size == p.size and not name.endswith("_absmax"):
                     state.slots[name] = buffer.reshape(p.shape)   # p was reshaped in place: a view
             new_states[id(p)] = state
             kernel, master = self._layout(p, self._grad_dtypes.get(id(p)))
@@ -516,6 +516,11 @@ class Optimizer:
         """
         scale = self._grad_scale if grad_scale is None else _real("grad_scale", grad_scale, 0.0,
                                                                     strictly=True)
+        if not isinstance(grads, (list, tuple, np.ndarray)):
+            try:                # a generator: read it once, for every attempt below
+                grads = tuple(grads)
+            except TypeError:
+                raise TypeError(f"grads must be a sequence of arrays, got {type(grads).__name__}") from None
         max_norm = self._max_grad_norm or 0.0
         result = self._stepper.run(grads, scale, max_norm, self._skip_nonfinite)
         attempts = 0
@@ -593,7 +598,7 @@ class Optimizer:
             params = self._all_params()
             # copies, in the parameter's shape (it may have been reshaped in place since)
             state = {i: {name: (np.array(value, copy=True).reshape(
-                                    params[i].shape if value.size == params[i].size else value.shape)
+                                    value.shape if name.endswith("_absmax") else params[i].shape)
                                 if isinstance(value, np.ndarray) else value)
                          for name, value in entry.items()}
                      for i, entry in self.state.items()}
@@ -700,8 +705,9 @@ class Optimizer:
         storage = sd.get("storage", {})
         if not isinstance(storage, dict):
             raise TypeError(f"state_dict['storage'] must be a dict, got {type(storage).__name__}")
-        for name in ("state_dtype", "master_weights", "min_8bit_size"):
-            if name in storage and storage[name] != self._storage[name]:
+        for name in ("state_dtype", "master_weights", "min_8bit_size", "stochastic_rounding", "seed"):
+            if name in storage and not (isinstance(storage[name], (str, bool, int, type(None)))
+                                        and storage[name] == self._storage[name]):
                 raise ValueError(f"state_dict has {name}={storage[name]!r}, this optimizer "
                                  f"{name}={self._storage[name]!r}")
         # the restored hyperparameters, checked as a step would; which slots they need
@@ -750,6 +756,10 @@ class Optimizer:
                 for name in self._buffers(p, kernel, master, needed[kernel["id"]][group_of[i]]):
                     if name not in entry:
                         raise ValueError(f"state_dict state[{i}] is missing the state buffer {name!r}")
+                for name in entry:   # 8-bit codes and their absmax blocks come together
+                    pair = name[:-len("_absmax")] if name.endswith("_absmax") else name + "_absmax"
+                    if pair in allowed and pair not in entry:
+                        raise ValueError(f"state_dict state[{i}] has {name!r} but is missing {pair!r}")
                 for name, (shape, dtype) in allowed.items():
                     if name not in entry:
                         continue

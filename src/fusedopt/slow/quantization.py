@@ -1,7 +1,8 @@
 """8-bit block-wise dynamic quantization in NumPy: the twin of csrc/storage/q8.h.
 
 ``quantize`` cuts a tensor (flattened) into blocks of 256 elements from its
-start, takes each block's absmax (NaN ignored) and stores every element as the
+start, takes each block's absmax (NaN ignored, Inf saturated at the largest
+float32, so that one Inf does not make the whole block NaN) and stores every element as the
 code of the nearest value of the dynamic map to ``x * (1/absmax)``;
 ``dequantize`` reads ``map[code] * absmax``.  The maps and the code arithmetic
 are those of ``fusedopt._qmap``, which the C tables are generated from.
@@ -31,6 +32,7 @@ def quantize(x, signed):
     blocks, size = _blocks(x)
     magnitude = np.abs(blocks)
     absmax = np.max(np.where(np.isnan(magnitude), np.float32(0), magnitude), axis=1, initial=np.float32(0))
+    absmax = np.minimum(absmax, np.finfo(np.float32).max)   # Inf saturates: the block stays readable
     with np.errstate(divide="ignore"):
         inverse = np.where(absmax > 0, np.float32(1) / absmax, np.float32(0)).astype(np.float32)
     with np.errstate(invalid="ignore"):

@@ -5,9 +5,9 @@
  * maps and the code search are defined in src/fusedopt/_qmap.py, whose constants
  * csrc/generate.py writes into fusedopt_qmaps.h: a code reads back through the
  * map's 256 values; a value's code is float32 arithmetic (no search, so it
- * vectorises), the same operations as the NumPy twin.  A kernel decodes a block into a float32 staging block, updates it,
- * then encodes it with the block's new absmax: one read and one write of every
- * code and scale per step. */
+ * vectorises), the same operations as the NumPy twin.  A kernel decodes a block
+ * into a float32 staging block, updates it, then encodes it with the block's new
+ * absmax: one read and one write of every code and scale per step. */
 #define FO_STORAGE_q8_TYPE uint8_t
 #define FO_STORAGE_q8_COMPUTE float
 #define FO_STORAGE_q8_NAME "8bit"

@@ -31,6 +31,13 @@ cdef int _typenum_of_storage(str name) except? -2:
     raise ValueError(f"unknown storage {name!r}")
 
 
+cdef int _stats_storage_id(int typenum) except? -2:
+    """fo_stats' storage id of a parameter or gradient dtype (an empty list has no
+    dtype: float64, as any id would do for no elements)."""
+    name = np.dtype(cnp.PyArray_DescrFromType(typenum)).name if typenum >= 0 else "float64"
+    return fo_storage_id(name.encode())
+
+
 cdef inline bint _is_param_typenum(int typenum):
     return (typenum == cnp.NPY_FLOAT32 or typenum == cnp.NPY_FLOAT64
             or typenum == cnp.NPY_FLOAT16 or typenum == NPY_BFLOAT16)
@@ -166,6 +173,8 @@ cdef class TensorList:
     cdef Py_ssize_t _n_intervals
     cdef list _slot_names
     cdef double *_reduced
+    cdef int _param_storage_id     # fo_stats' storage ids, looked up once, not per step
+    cdef int _grad_storage_id
 
     def __cinit__(self):
         cdef int k
@@ -229,6 +238,8 @@ cdef class TensorList:
         else:
             self.typenum = cnp.PyArray_TYPE(<cnp.ndarray>params[0]) if n else -1
             self.grad_typenum = self.state_typenum = self.typenum
+        self._param_storage_id = _stats_storage_id(self.typenum)
+        self._grad_storage_id = _stats_storage_id(self.grad_typenum)
         for i in range(n):
             check_array(params[i], f"params[{positions[i]}]", writeable)
             p = <cnp.ndarray>params[i]
@@ -449,8 +460,7 @@ cdef class TensorList:
 
     cdef int stats(self, fo_operand operand, int n_threads, fo_grad_stats *out) except -1:
         """Sum of squares and finiteness of the recorded gradients (or of the params)."""
-        cdef int typenum = self.grad_typenum if operand == FO_OPERAND_GRAD else self.typenum
-        cdef int rc, storage = fo_storage_id(np.dtype(cnp.PyArray_DescrFromType(typenum)).name.encode())
+        cdef int rc, storage = self._grad_storage_id if operand == FO_OPERAND_GRAD else self._param_storage_id
         with nogil:
             rc = fo_stats(storage, &self.c, operand, n_threads, out, NULL)
         if rc != 0:

@@ -110,6 +110,24 @@ static inline void fo_q8_store_block_avx512(const float *FO_RESTRICT x, int64_t 
 #define FO_Q8_LOAD_BLOCK fo_q8_load_block
 #endif
 
+/* One out-of-line copy of each block coder per map and ISA, called once per block
+ * of FO_Q8_BLOCK elements: inlined into every loop variant of every 8-bit row,
+ * they made those rows most of the build time, for no measurable speed. */
+#define FO_Q8_BLOCK_CODERS(map)                                                                \
+    FO_NOINLINE void fo_q8_load_##map(const uint8_t *FO_RESTRICT codes, int64_t n, float absmax, \
+                                      float *FO_RESTRICT out)                                  \
+    {                                                                                          \
+        FO_Q8_LOAD_BLOCK(codes, n, absmax, out, &fo_q8_##map);                                 \
+    }                                                                                          \
+    FO_NOINLINE void fo_q8_store_##map(const float *FO_RESTRICT x, int64_t n,                  \
+                                       uint8_t *FO_RESTRICT codes, float *FO_RESTRICT absmax)   \
+    {                                                                                          \
+        FO_Q8_STORE_BLOCK(x, n, codes, absmax, &fo_q8_##map);                                  \
+    }
+FO_Q8_BLOCK_CODERS(signed)
+FO_Q8_BLOCK_CODERS(unsigned)
+#undef FO_Q8_BLOCK_CODERS
+
 #include "fusedopt_instances.h"   /* one block per kernels.def row, written by setup.py */
 
 #define FO_ISA_CAT_(a, b) a##b

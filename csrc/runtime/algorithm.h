@@ -34,6 +34,14 @@
 #define FO_MAYBE_UNUSED
 #endif
 
+/* torch's CPU lerp, a + w*(b - a) for |w| < 0.5, else b - (b - a)*(1 - w); w_small
+ * and one_minus_w are loop constants (one_minus_w = 1 - w rounded in the compute type). */
+#define FO_LERP(a, b, w, one_minus_w, w_small) ((w_small) ? (a) + (w) * ((b) - (a)) : (b) - ((b) - (a)) * (one_minus_w))
+/* sign(x): -1, 0 or 1, and NaN for NaN */
+#define FO_SIGN(x) ((x) > 0 ? 1 : ((x) < 0 ? -1 : (x)))
+/* max(a, b) that propagates a NaN of either, as torch.maximum and np.maximum do */
+#define FO_MAX_NAN(a, b) (((a) != (a) || (a) > (b)) ? (a) : (b))
+
 #define FO_HYPER_FIELD(name) double name;
 #define FO_FIELD_NAME(name) #name " "
 #define FO_COUNT_ONE(name) +1

@@ -8,7 +8,7 @@
  *
  *   FO_C                      compute type (the param storage's)
  *   FO_P, FO_G, FO_S          element types of the parameter / gradient / state in memory
- *   FO_SQRT                   square root in FO_C
+ *   FO_SQRT, FO_ABS           square root and absolute value in FO_C
  *   FO_INSTANCE(x)            x suffixed with the row and the ISA
  *
  * Parameters: FO_PARAM_GET(p) declares p (and p_master) for tensor i from begin;
@@ -47,6 +47,7 @@
 #define FO_G FO_GS(_TYPE)
 #define FO_S FO_SS(_TYPE)
 #define FO_SQRT FO_PS(_SQRT)
+#define FO_ABS FO_PS(_ABS)
 #define FO_INSTANCE(x)                                                                     \
     FO_CAT2(FO_CAT3(FO_CAT3(FO_CAT3(x, _, FO_ALGORITHM), _, FO_PARAM_STORAGE), _, FO_GRAD_STORAGE), \
             FO_CAT3(_, FO_STATE_STORAGE, FO_CAT2(_, FO_ISA)))
@@ -125,12 +126,11 @@
 #define FO_SLOT_OPEN_Q8(h, slot, map, used, c0)                                            \
     float h##_stage[FO_Q8_BLOCK];                                                          \
     if (used)                                                                              \
-        FO_Q8_LOAD_BLOCK(h + (c0), len, h##_scale[(c0) / FO_Q8_BLOCK], h##_stage, &fo_q8_##map)
+        fo_q8_load_##map(h + (c0), len, h##_scale[(c0) / FO_Q8_BLOCK], h##_stage)
 #define FO_SLOT_CLOSE_Q8(h, map, used, c0, len)                                            \
     do {                                                                                   \
         if (used)                                                                          \
-            FO_Q8_STORE_BLOCK(h##_stage, len, h + (c0), h##_scale + (c0) / FO_Q8_BLOCK,     \
-                              &fo_q8_##map);                                               \
+            fo_q8_store_##map(h##_stage, len, h + (c0), h##_scale + (c0) / FO_Q8_BLOCK);   \
     } while (0)
 #define FO_LOAD_S_Q8(h, k) (h##_stage[(k) - c0])
 #define FO_STORE_S_Q8(h, k, x) (h##_stage[(k) - c0] = (x))

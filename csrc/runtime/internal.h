@@ -19,9 +19,11 @@
 
 #if defined(_MSC_VER)
 #define FO_ALWAYS_INLINE static __forceinline
+#define FO_NOINLINE static __declspec(noinline)
 #define FO_RESTRICT __restrict
 #else
 #define FO_ALWAYS_INLINE static inline __attribute__((always_inline))
+#define FO_NOINLINE static __attribute__((noinline))
 #define FO_RESTRICT restrict
 #endif
 

@@ -7,7 +7,7 @@
  *   FO_STORAGE_S_KIND      WIDE (float32/float64: stored as computed), NARROW
  *                          (16-bit: rounded on store) or Q8 (codes + absmax per block)
  *   FO_STORAGE_S_NARROW    1 for 16-bit storage (stochastic rounding applies), else 0
- *   FO_STORAGE_S_SQRT      square root in the compute type
+ *   FO_STORAGE_S_SQRT, FO_STORAGE_S_ABS   square root, absolute value in the compute type
  *   FO_STORAGE_S_LOAD(ptr, k), FO_STORAGE_S_STORE(ptr, k, x)
  *                          element k to / from the compute type (not Q8)
  *   FO_STORAGE_S_STORE_SR(ptr, k, x, r)   NARROW only: stochastic rounding with

@@ -10,6 +10,7 @@
 #define FO_STORAGE_bf16_KIND NARROW
 #define FO_STORAGE_bf16_NARROW 1
 #define FO_STORAGE_bf16_SQRT sqrtf
+#define FO_STORAGE_bf16_ABS fabsf
 #define FO_STORAGE_bf16_LOAD(ptr, k) fo_bf16_to_f32((ptr)[k])
 #define FO_STORAGE_bf16_STORE(ptr, k, x) ((ptr)[k] = fo_f32_to_bf16(x))
 #define FO_STORAGE_bf16_STORE_SR(ptr, k, x, r) ((ptr)[k] = fo_f32_to_bf16_sr(x, r))

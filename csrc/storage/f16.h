@@ -11,6 +11,7 @@
 #define FO_STORAGE_f16_KIND NARROW
 #define FO_STORAGE_f16_NARROW 1
 #define FO_STORAGE_f16_SQRT sqrtf
+#define FO_STORAGE_f16_ABS fabsf
 #define FO_STORAGE_f16_LOAD(ptr, k) fo_f16_to_f32((ptr)[k])
 #define FO_STORAGE_f16_STORE(ptr, k, x) ((ptr)[k] = fo_f32_to_f16(x))
 #define FO_STORAGE_f16_STORE_SR(ptr, k, x, r) ((ptr)[k] = fo_f32_to_f16_sr(x, r))

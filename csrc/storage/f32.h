@@ -6,5 +6,6 @@
 #define FO_STORAGE_f32_KIND WIDE
 #define FO_STORAGE_f32_NARROW 0
 #define FO_STORAGE_f32_SQRT sqrtf
+#define FO_STORAGE_f32_ABS fabsf
 #define FO_STORAGE_f32_LOAD(ptr, k) ((ptr)[k])
 #define FO_STORAGE_f32_STORE(ptr, k, x) ((ptr)[k] = (x))

@@ -6,5 +6,6 @@
 #define FO_STORAGE_f64_KIND WIDE
 #define FO_STORAGE_f64_NARROW 0
 #define FO_STORAGE_f64_SQRT sqrt
+#define FO_STORAGE_f64_ABS fabs
 #define FO_STORAGE_f64_LOAD(ptr, k) ((ptr)[k])
 #define FO_STORAGE_f64_STORE(ptr, k, x) ((ptr)[k] = (x))

@@ -15,6 +15,7 @@
 #define FO_STORAGE_q8_KIND Q8
 #define FO_STORAGE_q8_NARROW 0
 #define FO_STORAGE_q8_SQRT sqrtf
+#define FO_STORAGE_q8_ABS fabsf
 
 #ifndef FUSEDOPT_STORAGE_Q8_H
 #define FUSEDOPT_STORAGE_Q8_H

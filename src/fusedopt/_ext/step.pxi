@@ -82,11 +82,11 @@ cdef class ListBlocks:
             self.hyper[b * self.stride] = multiplier
 
     def counters(self, Py_ssize_t block):
-        """The counters of a block, as ints."""
+        """The counters of a block, as floats (the optimizer knows which are counts)."""
         cdef Py_ssize_t j
         if not 0 <= block < self.n_blocks:
             raise IndexError(block)
-        return tuple(int(self.hyper[block * self.stride + FO_COMMON_FIELDS + self.n_inputs + j])
+        return tuple(self.hyper[block * self.stride + FO_COMMON_FIELDS + self.n_inputs + j]
                      for j in range(self.n_counters))
 
 

@@ -6,8 +6,16 @@ shared machinery (param groups, per-array state, the plan, state_dict) is in
 :mod:`._base`.
 """
 from ._base import Optimizer
+from .adadelta import Adadelta
+from .adagrad import Adagrad
 from .adam import Adam, AdamW
+from .adamax import Adamax
 from .lamb import LAMB
+from .lion import Lion
+from .nadam import NAdam
+from .radam import RAdam
+from .rmsprop import RMSprop
 from .sgd import SGD
 
-__all__ = ["Optimizer", "Adam", "AdamW", "LAMB", "SGD"]
+__all__ = ["Optimizer", "Adadelta", "Adagrad", "Adam", "AdamW", "Adamax", "LAMB", "Lion", "NAdam", "RAdam",
+           "RMSprop", "SGD"]

@@ -359,7 +359,12 @@ class Optimizer:
     def _sync_counters(self):
         """Copy the counters the kernels advanced into each array's state."""
         for state, blocks, block in self._members:
-            state.counters = blocks.counters(block)
+            state.counters = self._counter_values(blocks.counters(block))
+
+    def _counter_values(self, values):
+        """Counters as the state shows them: ints for step counts, floats for real ones."""
+        real = self.spec.real_counters
+        return tuple(float(v) if name in real else int(v) for name, v in zip(self.spec.counters, values))
 
     def _build_plan(self, states=None, keep_removed=False, grads=None):
         """Check the groups and every array, allocate missing state, build the plan.
@@ -426,6 +431,7 @@ class Optimizer:
                             buffer = aligned_zeros(shape, dtype)
                             if name == "master":
                                 np.copyto(buffer, p, casting="unsafe")   # exact: float32 holds every 16-bit value
+                            self._initialize(buffer, name, groups_snapshot[g])
                             allocations[(id(p), name)] = buffer
                     if buffer is None:
                         continue
@@ -461,6 +467,21 @@ class Optimizer:
         self._states = new_states
         self._members = members
         self._stepper.plan = plan
+
+    def _initialize(self, buffer, name, group):
+        """Fill a new slot buffer with its initial value where the spec gives one
+        (8-bit: every code 255, which reads back 1.0, times an absmax of the value)."""
+        slot = name[:-len("_absmax")] if name.endswith("_absmax") else name
+        if slot not in self.spec.initial_state:
+            return
+        key = self.spec.initial_state[slot]
+        value = _real(key, group[key], 0.0)   # checked here too: the reader does not read it
+        if value == 0.0:
+            return
+        if buffer.dtype == np.uint8:
+            buffer.fill(255)
+        else:   # float32 or bfloat16 (rounded to nearest, as the kernels round), or an absmax block
+            buffer[...] = np.float32(value) if name.endswith("_absmax") else value
 
     @property
     def step_count(self):
@@ -751,7 +772,9 @@ class Optimizer:
                 for name in counter_names:
                     if name not in entry:
                         raise ValueError(f"state_dict state[{i}] is missing the counter {name!r}")
-                    values.append(self._count(entry[name], f"state_dict state[{i}][{name!r}]"))
+                    what = f"state_dict state[{i}][{name!r}]"
+                    values.append(self._real_counter(entry[name], what) if name in self.spec.real_counters
+                                  else self._count(entry[name], what))
                 state.counters = tuple(values)
                 for name in self._buffers(p, kernel, master, needed[kernel["id"]][group_of[i]]):
                     if name not in entry:
@@ -787,6 +810,16 @@ class Optimizer:
         if not 0 <= value <= 2 ** 53:   # counters live in doubles in the kernels
             raise ValueError(f"{name} must be an int in [0, 2**53], got {value!r}")
         return int(value)
+
+    @staticmethod
+    def _real_counter(value, name):
+        """A real-valued counter (NAdam's mu_product): a finite number."""
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+            raise TypeError(f"{name} must be a number, got {value!r}")
+        value = float(value)
+        if not np.isfinite(value):
+            raise ValueError(f"{name} must be finite, got {value!r}")
+        return value
 
     # -- pickling and repr ------------------------------------------------------
 

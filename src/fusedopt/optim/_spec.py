@@ -68,12 +68,19 @@ class Spec:
         Kernel inputs fixed by the class (AdamW: decoupled=1).
     check : callable, optional
         check(group) raises ValueError for invalid combinations of values.
+    real_counters : tuple of str
+        Counters that hold real numbers (NAdam's mu_product); the others count steps.
+    initial_state : mapping
+        Slots that start at a group's hyperparameter instead of 0, as
+        {slot: hyperparameter} (Adagrad: {"sum": "initial_accumulator_value"}).
     """
 
     algorithm: str
     hypers: tuple
     constants: Mapping[str, float] = field(default_factory=dict)
     check: Optional[Callable[[dict], None]] = None
+    real_counters: tuple = ()
+    initial_state: Mapping[str, str] = field(default_factory=dict)
 
     def kernel(self, param_dtype, grad_dtype=None, state_dtype=None):
         """The kernel catalogue entry for these dtypes (TypeError if none is compiled).

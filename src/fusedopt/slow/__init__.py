@@ -12,8 +12,16 @@ stochastic rounding) has its twins in :mod:`fusedopt.slow.storage` and
 :mod:`fusedopt.slow.quantization`.
 """
 from . import quantization, storage
+from .adadelta import adadelta_
+from .adagrad import adagrad_
 from .adam import adam_
+from .adamax import adamax_
 from .lamb import lamb_
+from .lion import lion_
+from .nadam import nadam_
+from .radam import radam_
+from .rmsprop import rmsprop_
 from .sgd import sgd_
 
-__all__ = ["adam_", "lamb_", "sgd_", "quantization", "storage"]
+__all__ = ["adadelta_", "adagrad_", "adam_", "adamax_", "lamb_", "lion_", "nadam_", "radam_",
+           "rmsprop_", "sgd_", "quantization", "storage"]

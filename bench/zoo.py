@@ -72,6 +72,7 @@ DEFAULT_REPEATS = 7
 QUICK = dict(repeats=3, min_time=0.005, min_calls=1, sizes=["1e3", "1e5", "1e6", "resnet18"])
 ITEMSIZE = 4                                            # float32
 NEED_VS_TORCH, NEED_AT_1E5, NEED_ROOF_PCT = 1.0, 3.0, 90.0
+DISAGREE = 0.1                                          # first-step difference / update flagged in the notes
 ROOF_FROM = 1_000_000                                   # % roof shown from this many elements
 
 
@@ -356,8 +357,9 @@ def report(args, machine, peers, stream_records, roof, records, targets, notes):
          "finite"], rows)
         + "\n\nDRAM sizes: single buffers of >= 1.6e7 elements (n/a without them, e.g. --quick).  "
           "1st step: max |fusedopt - torch| over the parameters after one step from the same values, "
-          "over the largest |update|: float32 rounding alone stays far below 1e-2, another algorithm or "
-          "hyperparameter gives ~1.")
+          "over the largest |update|.  Its floor is float32 rounding of p: ulp(0.1) / update, ~1e-2 for "
+          f"RAdam (first update lr x g, ~1e-6), ~1e-5 for the others; another algorithm gives ~1 (over "
+          f"{DISAGREE:g}: listed in the notes).")
     parts.append("### notes\n\n" + ("\n".join(f"- {n}" for n in notes) if notes else "nothing skipped"))
     return "\n\n".join(parts)
 
@@ -394,6 +396,9 @@ def main(argv=None):
                 progress.stage(f"{workload.name} {optimizer.name}")
                 record = run_case(workload, optimizer, params, grads, torch, peers[optimizer.name], args,
                                   set_threads, progress)
+                if record.get("first_step_rel_diff", 0) > DISAGREE:
+                    notes.append(f"{optimizer.cls} {workload.name}: fusedopt and torch disagree after the first "
+                                 f"step (max difference {record['first_step_rel_diff']:.2g} x the update)")
                 if "torch_error" in record:
                     notes.append(f"{optimizer.cls} {workload.name}: torch peer failed: {record['torch_error']}")
                 timings.append(record.pop("timing"))

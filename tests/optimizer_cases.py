@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 import fusedopt
-from fusedopt import _core, slow
+from fusedopt import _core, _qmap, slow
 from fusedopt.slow import storage
 from conftest import DTYPES, trajectory_tolerance
 from test_low_precision import BF16, assert_bitwise, run_everywhere, use
@@ -37,9 +37,6 @@ GROUP_SHAPES = ([(0,), (1,), (3, 5), ()],
                 [(17,), (CUTOFF - 1,), (CUTOFF,), (CUTOFF + 1,), (4 * CUTOFF + 3,)])
 TORCH_SHAPES = ([(0,), (1,), (3, 5), ()], [(17,), (301,)])
 THREAD_SHAPES = ([(0,), (1,), (3, 5), ()], [(1003,), (5 * 4096 + 7,)])
-#: keyword-only options every optimizer takes, with fusedopt.Adam's defaults
-STORAGE_DEFAULTS = dict(skip_nonfinite=False, max_grad_norm=None, grad_scale=1.0, state_dtype=None,
-                        master_weights=None, stochastic_rounding=False, seed=0, min_8bit_size=4096)
 
 #: low-precision configurations: (parameter dtype, optimizer options)
 LOW_PRECISION = {
@@ -107,8 +104,7 @@ class Case:
 
     @property
     def twin(self):
-        return getattr(slow, self.name + "_", None) or getattr(
-            __import__(f"fusedopt.slow.{self.name}", fromlist=["_"]), self.name + "_")
+        return getattr(slow, self.name + "_")
 
     def combinations(self):
         """Every combination of the flags, as tuples of the flags turned on."""
@@ -150,7 +146,7 @@ class Case:
 
     def bad_hyperparameters(self):
         """(kwargs, name): what torch rejects (a negative value, a beta outside
-        [0, 1), rho outside [0, 1]) plus NaN, for every hyperparameter."""
+        [0, 1); rho > 1 comes in `bad`) plus NaN and Inf, for every hyperparameter."""
         out = []
         for key, default in self.defaults.items():
             if isinstance(default, bool):
@@ -183,13 +179,13 @@ class Problem:
         return max(1.0, *(float(np.abs(p.astype(np.float64)).max(initial=0)) for p in self.flat))
 
 
-def make_problem(case, combination, dtype, seed, shapes=GROUP_SHAPES, n_steps=N_STEPS, grad_dtype=None):
+def make_problem(case, combination, dtype, seed, shapes=GROUP_SHAPES, n_steps=N_STEPS):
     rng = np.random.default_rng(seed)
     kwargs = [case.draw_kwargs(rng, combination) for _ in shapes]
     options = {key: kwargs[0][key] for key in case.constructor_only if key in kwargs[0]}
     kwargs = [{k: v for k, v in kw.items() if k not in case.constructor_only} for kw in kwargs]
     params = [[rng.standard_normal(s).astype(dtype) for s in group] for group in shapes]
-    grads = [[rng.standard_normal(s).astype(grad_dtype or dtype) for group in shapes for s in group]
+    grads = [[rng.standard_normal(s).astype(dtype) for group in shapes for s in group]
              for _ in range(n_steps)]
     return Problem(kwargs, params, grads, options)
 
@@ -201,9 +197,9 @@ def build(case, problem, **options):
     return opt, [p for group in opt.param_groups for p in group["params"]]
 
 
-def run_fused(case, problem, steps=None, **options):
+def run_fused(case, problem, **options):
     opt, params = build(case, problem, **options)
-    for grads in problem.grads[:steps]:
+    for grads in problem.grads:
         assert opt.step(grads) is True
     return params, opt
 
@@ -264,15 +260,20 @@ def assert_close(got, expected, dtype, n_steps, scale, allowance=None, what=""):
 
 # -- the checks ------------------------------------------------------------------------
 
+def _defaults(cls, kind):
+    parameters = inspect.signature(cls).parameters
+    return {k: p.default for k, p in parameters.items() if p.kind is kind and k != "params"}
+
+
 def check_signature(case):
-    """The constructor: torch's hyperparameters and defaults, then fusedopt's options."""
-    parameters = inspect.signature(case.cls).parameters
-    positional = {k: p.default for k, p in parameters.items()
-                  if p.kind is p.POSITIONAL_OR_KEYWORD and k != "params"}
-    keyword_only = {k: p.default for k, p in parameters.items() if p.kind is p.KEYWORD_ONLY}
+    """The constructor: torch's hyperparameters and defaults, in torch's order,
+    then fusedopt's keyword-only options exactly as fusedopt.Adam has them."""
+    positional = _defaults(case.cls, inspect.Parameter.POSITIONAL_OR_KEYWORD)
     assert positional == dict(case.defaults)
     assert list(positional) == list(case.defaults)
-    assert keyword_only == STORAGE_DEFAULTS
+    keyword_only = _defaults(case.cls, inspect.Parameter.KEYWORD_ONLY)
+    assert keyword_only == _defaults(fusedopt.Adam, inspect.Parameter.KEYWORD_ONLY)
+    assert list(keyword_only) == list(_defaults(fusedopt.Adam, inspect.Parameter.KEYWORD_ONLY))
     assert set(case.cls.spec.slots) == set(case.slots)
 
 
@@ -373,17 +374,12 @@ def _initial_twin_state(case, kernel_state, kwargs):
         number = case.cls.spec.slots.index(name)
         buffer, value = kernel_state[name], np.float32(init[name])
         if name + "_absmax" in kernel_state:
-            codes = np.full(buffer.shape, 255 if value else _qmap_zero(case.slots[name]), np.uint8)
+            codes = np.full(buffer.shape, 255 if value else _qmap.ZERO[case.slots[name]], np.uint8)
             absmax = np.full(kernel_state[name + "_absmax"].shape, value, np.float32)
             out[name] = (number, (codes, absmax))
         else:
             out[name] = (number, np.full(buffer.shape, value, np.float32).astype(buffer.dtype))
     return out
-
-
-def _qmap_zero(signed):
-    from fusedopt import _qmap
-    return _qmap.ZERO[signed]
 
 
 def check_low_precision(case, config, combination, threads, simd, n_steps=4):

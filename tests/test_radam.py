@@ -10,7 +10,8 @@ from optimizer_cases import DTYPE_IDS, DTYPES, Case
 
 
 def draw(rng, flags):
-    kwargs = dict(lr=oc.log_uniform(rng, -3.5, -2), betas=(float(rng.uniform(0.5, 0.95)), float(rng.uniform(0.9, 0.9999))),
+    kwargs = dict(lr=oc.log_uniform(rng, -3.5, -2),
+                  betas=(float(rng.uniform(0.5, 0.95)), float(rng.uniform(0.9, 0.9999))),
                   eps=oc.log_uniform(rng, -10, -6))
     if flags["weight_decay"]:
         kwargs["weight_decay"] = float(rng.uniform(0.0, 0.1))

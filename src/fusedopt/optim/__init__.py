@@ -15,7 +15,8 @@ from .lion import Lion
 from .nadam import NAdam
 from .radam import RAdam
 from .rmsprop import RMSprop
+from .schedule_free import AdamWScheduleFree, SGDScheduleFree
 from .sgd import SGD
 
-__all__ = ["Optimizer", "Adadelta", "Adagrad", "Adam", "AdamW", "Adamax", "LAMB", "Lion", "NAdam", "RAdam",
-           "RMSprop", "SGD"]
+__all__ = ["Optimizer", "Adadelta", "Adagrad", "Adam", "AdamW", "AdamWScheduleFree", "Adamax", "LAMB", "Lion",
+           "NAdam", "RAdam", "RMSprop", "SGD", "SGDScheduleFree"]

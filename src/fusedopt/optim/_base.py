@@ -389,6 +389,7 @@ class Optimizer:
             self._note_grad_dtypes(grads, params)
         positions_of_kernel, new_states, first, layouts = {}, {}, {}, {}
         group_of = [g for g, copy in enumerate(params_copies) for _ in copy]
+        group_counters = self._group_counters(old, params, group_of)
         for position, p in enumerate(params):
             _core.check_array(p, f"params[{position}]", True)
             if id(p) in new_states:
@@ -398,6 +399,7 @@ class Optimizer:
             state = old.get(id(p))
             if state is None or state.array is not p:
                 state = _ArrayState(p, n_counters)
+                state.counters = group_counters.get(group_of[position], state.counters)
             for name, buffer in state.slots.items():
                 if buffer.shape != p.shape and buffer.size == p.size and not name.endswith("_absmax"):
                     state.slots[name] = buffer.reshape(p.shape)   # p was reshaped in place: a view
@@ -467,6 +469,20 @@ class Optimizer:
         self._states = new_states
         self._members = members
         self._stepper.plan = plan
+
+    def _group_counters(self, states, params, group_of):
+        """{group: counters a new array of the group starts with}, for groups with
+        counters of their own (spec.group_counters) that some array already holds."""
+        shared = self.spec.group_counters
+        result = {}
+        if not shared:
+            return result
+        for p, g in zip(params, group_of):
+            state = states.get(id(p))
+            if g not in result and state is not None and state.array is p:
+                result[g] = tuple(value if name in shared else 0
+                                  for name, value in zip(self.spec.counters, state.counters))
+        return result
 
     def _initialize(self, buffer, name, group):
         """Fill a new slot buffer with its initial value where the spec gives one

@@ -73,6 +73,9 @@ class Spec:
     initial_state : mapping
         Slots that start at a group's hyperparameter instead of 0, as
         {slot: hyperparameter} (Adagrad: {"sum": "initial_accumulator_value"}).
+    group_counters : tuple of str
+        Counters of the param group rather than the array (schedule-free's
+        weight sum): an array new to a group starts with its group's values.
     """
 
     algorithm: str
@@ -81,6 +84,7 @@ class Spec:
     check: Optional[Callable[[dict], None]] = None
     real_counters: tuple = ()
     initial_state: Mapping[str, str] = field(default_factory=dict)
+    group_counters: tuple = ()
 
     def kernel(self, param_dtype, grad_dtype=None, state_dtype=None):
         """The kernel catalogue entry for these dtypes (TypeError if none is compiled).

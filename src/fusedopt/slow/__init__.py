@@ -21,7 +21,8 @@ from .lion import lion_
 from .nadam import nadam_
 from .radam import radam_
 from .rmsprop import rmsprop_
+from .schedule_free import schedule_free_
 from .sgd import sgd_
 
 __all__ = ["adadelta_", "adagrad_", "adam_", "adamax_", "lamb_", "lion_", "nadam_", "radam_",
-           "rmsprop_", "sgd_", "quantization", "storage"]
+           "rmsprop_", "schedule_free_", "sgd_", "quantization", "storage"]

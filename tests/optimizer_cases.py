@@ -565,3 +565,34 @@ def bad_parameters(case):
             for kwargs, name in case.bad_hyperparameters() for via in ("constructor", "group")
             if via == "constructor" or name not in case.constructor_only]
 
+
+
+def check_functional(case, dtype, n_steps=5):
+    """fusedopt.functional.<name>_ (same signature as the twin) equals the twin run
+    in the same dtype bitwise, over a list of arrays, every option on."""
+    rng = np.random.default_rng(seed_of(case.name, "functional", np.dtype(dtype).name))
+    kwargs = case.draw_kwargs(rng, case.combinations()[-1])
+    init = case.initial_values(kwargs)
+    hyper = case.twin_keywords(kwargs)
+    shapes = [(1,), (3, 5), (1100,)]
+    params = [rng.standard_normal(s).astype(dtype) for s in shapes]
+    slots = [{s: np.full(p.shape, init[s], dtype) for s in case.needed_slots(kwargs)} for p in params]
+    twin_params, twin_slots = [p.copy() for p in params], [{k: v.copy() for k, v in s.items()} for s in slots]
+    function = getattr(fusedopt.functional, case.name + "_")
+    counters = {"step": 0, "mu_product": 1.0}
+    for _ in range(n_steps):
+        grads = [rng.standard_normal(s).astype(dtype) for s in shapes]
+        counters["step"] += 1
+        lists = {case.twin_args.get(name, name): [s[name] for s in slots] for name in slots[0]}
+        extra = {name: counters[name] for name in case.counters}
+        got = function(params, grads, **lists, **hyper, **extra, grad_scale=2.0)
+        expected = None
+        for p, g, s in zip(twin_params, grads, twin_slots):
+            expected = case.twin_call(p, g, s, hyper, counters, grad_scale=2.0)
+        if "mu_product" in case.counters:
+            assert got == expected
+            counters["mu_product"] = got
+        for i, (a, b) in enumerate(zip(params, twin_params)):
+            assert_bitwise(a, b, f"{case.name}_ params[{i}]")
+            for name in slots[i]:
+                assert_bitwise(slots[i][name], twin_slots[i][name], f"{case.name}_ {name}[{i}]")

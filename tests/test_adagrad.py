@@ -58,6 +58,11 @@ def test_bitwise_identical_for_any_thread_count_and_simd_path(dtype):
     oc.check_threads_and_simd(CASE, dtype)
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_functional_form_equals_the_twin_bitwise(dtype):
+    oc.check_functional(CASE, dtype)
+
+
 @pytest.mark.parametrize("config,combination,threads,simd", oc.low_precision_parameters(CASE))
 def test_low_precision_equals_the_twin_bitwise(config, combination, threads, simd):
     oc.check_low_precision(CASE, config, combination, threads, simd)

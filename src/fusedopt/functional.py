@@ -10,11 +10,19 @@ import numbers
 import numpy as np
 
 from . import _core
+from .optim.adadelta import ADADELTA_SPEC
+from .optim.adagrad import ADAGRAD_SPEC
 from .optim.adam import ADAM_SPEC
+from .optim.adamax import ADAMAX_SPEC
 from .optim.lamb import LAMB_SPEC
+from .optim.lion import LION_SPEC
+from .optim.nadam import NADAM_SPEC
+from .optim.radam import RADAM_SPEC
+from .optim.rmsprop import RMSPROP_SPEC
 from .optim.sgd import SGD_SPEC
 
-__all__ = ["adam_", "lamb_", "sgd_", "grad_norm", "clip_grad_norm_"]
+__all__ = ["adadelta_", "adagrad_", "adam_", "adamax_", "lamb_", "lion_", "nadam_", "radam_", "rmsprop_", "sgd_",
+           "grad_norm", "clip_grad_norm_"]
 
 def tensor_lists(arrays, name="params", writeable=False):
     """TensorLists (one per dtype) of `arrays`, for norms; checks each array, and with
@@ -231,6 +239,82 @@ def sgd_(param, grad, momentum_buffer=None, *, lr, momentum=0.0, dampening=0.0, 
                  nesterov=nesterov, maximize=maximize, lr_in_velocity=lr_in_velocity)
     _functional_step(SGD_SPEC, params, grads, {"momentum_buffer": _as_list(momentum_buffer, "momentum_buffer", n)},
                      (0, 0 if first_step else 1), group, None, grad_scale)
+
+
+# -- the zoo: the same signatures as the twins of fusedopt.slow ----------------------
+
+def _zoo_step(spec, param, grad, slots, step, group, grad_scale, counters=()):
+    """Lists, checks and one kernel call for a zoo algorithm: `slots` maps each
+    slot to (argument name, value); `step` is the step number (None: not used)."""
+    params = _as_list(param, "param")
+    n = len(params)
+    grads = _as_list(grad, "grad", n)
+    lists = {slot: _as_list(value, name, n) for slot, (name, value) in slots.items()}
+    before = (_step_number(step) - 1 if step is not None else 0,) + tuple(counters)
+    _functional_step(spec, params, grads, lists, before, group, None, grad_scale)
+
+
+def adagrad_(param, grad, state_sum, *, step, lr, lr_decay=0.0, weight_decay=0.0, eps=1e-10, maximize=False,
+             grad_scale=1.0):
+    """One Adagrad step in place (see :class:`fusedopt.Adagrad`); `state_sum` is the
+    sum of squares (start it at ``initial_accumulator_value``), `step` the step number t >= 1."""
+    _zoo_step(ADAGRAD_SPEC, param, grad, {"sum": ("state_sum", state_sum)}, step,
+              dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay, eps=eps, maximize=maximize,
+                   initial_accumulator_value=0.0), grad_scale)
+
+
+def rmsprop_(param, grad, square_avg, momentum_buffer=None, grad_avg=None, *, lr, alpha, eps, weight_decay=0.0,
+             momentum=0.0, centered=False, maximize=False, grad_scale=1.0):
+    """One RMSprop step in place (see :class:`fusedopt.RMSprop`); `momentum_buffer` is
+    required when momentum > 0, `grad_avg` when centered."""
+    _zoo_step(RMSPROP_SPEC, param, grad, {"square_avg": ("square_avg", square_avg),
+                                          "momentum_buffer": ("momentum_buffer", momentum_buffer),
+                                          "grad_avg": ("grad_avg", grad_avg)}, None,
+              dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum, centered=centered,
+                   maximize=maximize), grad_scale)
+
+
+def adamax_(param, grad, exp_avg, exp_inf, *, step, lr, beta1, beta2, eps, weight_decay=0.0, maximize=False,
+            grad_scale=1.0):
+    """One Adamax step in place (see :class:`fusedopt.Adamax`)."""
+    _zoo_step(ADAMAX_SPEC, param, grad, {"exp_avg": ("exp_avg", exp_avg), "exp_inf": ("exp_inf", exp_inf)}, step,
+              dict(lr=lr, betas=(beta1, beta2), eps=eps, weight_decay=weight_decay, maximize=maximize), grad_scale)
+
+
+def nadam_(param, grad, exp_avg, exp_avg_sq, *, step, mu_product, lr, beta1, beta2, eps, weight_decay=0.0,
+           momentum_decay=4e-3, decoupled_weight_decay=False, maximize=False, grad_scale=1.0):
+    """One NAdam step in place (see :class:`fusedopt.NAdam`).  `mu_product` is the
+    product of the momentum schedule before this step (ignored at step 1, where it
+    is 1); returns the product after it, to pass to the next call."""
+    step = _step_number(step)
+    mu_product = _real_arg("mu_product", mu_product, strictly_positive=False)
+    _zoo_step(NADAM_SPEC, param, grad, {"exp_avg": ("exp_avg", exp_avg), "exp_avg_sq": ("exp_avg_sq", exp_avg_sq)},
+              step, dict(lr=lr, betas=(beta1, beta2), eps=eps, weight_decay=weight_decay,
+                         momentum_decay=momentum_decay, decoupled_weight_decay=decoupled_weight_decay,
+                         maximize=maximize), grad_scale, counters=(mu_product,))
+    # as fo_nadam_prepare computes it
+    return (1.0 if step == 1 else mu_product) * (beta1 * (1.0 - 0.5 * 0.96 ** (step * momentum_decay)))
+
+
+def radam_(param, grad, exp_avg, exp_avg_sq, *, step, lr, beta1, beta2, eps, weight_decay=0.0,
+           decoupled_weight_decay=False, maximize=False, grad_scale=1.0):
+    """One RAdam step in place (see :class:`fusedopt.RAdam`)."""
+    _zoo_step(RADAM_SPEC, param, grad, {"exp_avg": ("exp_avg", exp_avg), "exp_avg_sq": ("exp_avg_sq", exp_avg_sq)},
+              step, dict(lr=lr, betas=(beta1, beta2), eps=eps, weight_decay=weight_decay,
+                         decoupled_weight_decay=decoupled_weight_decay, maximize=maximize), grad_scale)
+
+
+def adadelta_(param, grad, square_avg, acc_delta, *, lr, rho, eps, weight_decay=0.0, maximize=False, grad_scale=1.0):
+    """One Adadelta step in place (see :class:`fusedopt.Adadelta`)."""
+    _zoo_step(ADADELTA_SPEC, param, grad, {"square_avg": ("square_avg", square_avg),
+                                           "acc_delta": ("acc_delta", acc_delta)}, None,
+              dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize), grad_scale)
+
+
+def lion_(param, grad, exp_avg, *, lr, beta1, beta2, weight_decay=0.0, maximize=False, grad_scale=1.0):
+    """One Lion step in place (see :class:`fusedopt.Lion`)."""
+    _zoo_step(LION_SPEC, param, grad, {"exp_avg": ("exp_avg", exp_avg)}, None,
+              dict(lr=lr, betas=(beta1, beta2), weight_decay=weight_decay, maximize=maximize), grad_scale)
 
 
 def grad_norm(grads):

@@ -87,6 +87,10 @@ int64_t fo_kernel_block(int kernel);                 /* span alignment in elemen
 int fo_kernel_n_reduced(int kernel);                 /* per-tensor reduction values */
 /* Bit k set: the block's options make the kernel read and write slot k. */
 unsigned fo_kernel_slots_needed(int kernel, const double *hyper);
+/* 1 if the block's counters and per-step values stay finite once prepared (tried on
+ * a copy: nothing changes), 0 if one overflows; the binding checks before any step. */
+int fo_kernel_prepares_finite(int kernel, const double *hyper);
+#define FO_MAX_HYPER_DOUBLES 64
 
 /* Every hyperparameter block starts with these fields, filled by the binding:
  * the gradient multiplier (loss scale and clipping), stochastic rounding (0 or 1),

@@ -133,3 +133,12 @@ def test_the_sum_starts_at_initial_accumulator_value(state_dtype):
     expected = np.float32(0.3) if state_dtype != "bfloat16" else np.float32(np.float32(0.3).astype(oc.BF16))
     assert np.all(value == expected)
     assert np.all(p == 1.0)
+
+
+def test_an_initial_accumulator_value_the_state_cannot_hold_is_refused():
+    p = np.ones(3, dtype=np.float32)
+    for options in (dict(), dict(state_dtype="bfloat16")):
+        with pytest.raises(ValueError, match="initial_accumulator_value"):
+            fusedopt.Adagrad([p], initial_accumulator_value=1e39, **options)
+    assert np.array_equal(p, np.ones(3, dtype=np.float32))
+    fusedopt.Adagrad([np.ones(3)], initial_accumulator_value=1e39)   # float64 state holds it

@@ -253,6 +253,11 @@ def test_masked_arrays_are_refused():
     masked = np.ma.masked_array(np.zeros(3), mask=[0, 1, 0])
     with pytest.raises(TypeError, match=r"params\[0\].*masked"):
         fusedopt.SGD([masked], lr=0.1)
+    p = np.zeros(3)
+    opt = fusedopt.SGD([p], lr=0.1)
+    with pytest.raises(TypeError, match=r"grads\[0\].*masked"):     # its mask would be ignored
+        opt.step([np.ma.masked_array(np.ones(3), mask=[0, 1, 0])])
+    assert np.array_equal(p, np.zeros(3))
 
 
 @pytest.mark.parametrize("call, match", [

@@ -230,7 +230,104 @@ def test_bad_hyperparameters_raise_naming_them(cls, kwargs, name):
         cls([np.zeros(3)], **kwargs)
 
 
-def test_16_bit_parameters_are_refused():
+
+
+# -- hostile-review regressions --------------------------------------------------------
+
+def stepped(cls, options, groups=1, n=8, steps=3):
+    rng = np.random.default_rng(5)
+    params = [np.ones(n) for _ in range(groups)]
+    opt = cls([{"params": [p]} for p in params], **options)
+    opt.train()
+    for _ in range(steps):
+        opt.step([rng.standard_normal(n) for _ in params])
+    return opt, params
+
+
+@pytest.mark.parametrize("bad", [0.0, 1.0, 1.5, -0.1, float("nan"), "x", None])
+@pytest.mark.parametrize("kind", list(CASES))
+def test_eval_checks_every_group_before_moving_any(kind, bad):
+    cls, options, _ = CASES[kind]
+    opt, params = stepped(cls, options, groups=2)
+    before = [p.copy() for p in params]
+    if kind == "adamw":
+        opt.param_groups[1]["betas"] = (bad, 0.999)
+    else:
+        opt.param_groups[1]["momentum"] = bad
+    with pytest.raises((ValueError, TypeError), match=r"param_groups\[1\]: (betas\[0\]|momentum)"):
+        opt.eval()
+    assert opt.train_mode
+    for p, b in zip(params, before):
+        assert np.array_equal(p, b)
+
+
+def test_eval_and_train_follow_a_parameter_reshaped_in_place():
+    opt, (p,) = stepped(fusedopt.AdamWScheduleFree, ADAMW_OPTIONS, n=6)
+    z = opt.state[0]["z"].copy()
+    y = p.copy()
+    p.shape = (2, 3)
+    opt.eval()
+    x = y.copy()
+    twin.to_eval_(x, z, ADAMW_OPTIONS["betas"][0])
+    assert_bitwise(p.ravel(), x, "x")
+    opt.train()
+    opt.step([np.ones((2, 3))])
+
+
+def test_a_step_racing_eval_in_another_thread_changes_nothing():
+    """eval() from another thread while the step reads its gradients: the step sees
+    eval mode when it takes the lock and raises; nothing is stepped."""
+    import threading
+
+    opt, (p,) = stepped(fusedopt.AdamWScheduleFree, ADAMW_OPTIONS)
+
+    def grads():
+        thread = threading.Thread(target=opt.eval)
+        thread.start()
+        thread.join()
+        yield np.ones(8)
+
+    count = opt.step_count
+    with pytest.raises(RuntimeError, match="eval mode"):
+        opt.step(grads())
+    x = p.copy()
+    assert not opt.train_mode and opt.step_count == count
+    opt.train()
+    opt.eval()
+    assert np.allclose(p, x, rtol=1e-15, atol=1e-15)
+
+
+@pytest.mark.parametrize("options", [dict(lr=2.0, weight_lr_power=2000.0), dict(lr=0.1, r=1000.0)])
+def test_an_overflowing_average_weight_raises_before_anything_changes(options):
+    p = np.ones(5)
+    opt = fusedopt.AdamWScheduleFree([p], **options)
+    opt.train()
+    with pytest.raises(ValueError, match="overflow"):
+        for _ in range(3):
+            opt.step([np.ones(5)])
+    before, state = p.copy(), {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in opt.state[0].items()}
+    with pytest.raises(ValueError, match="overflow"):
+        opt.step([np.ones(5)])
+    assert np.array_equal(p, before) and np.isfinite(p).all()
+    for key, value in opt.state[0].items():
+        assert np.array_equal(value, state[key]), key
+
+
+def test_loading_checks_the_mode_and_the_real_counters():
+    opt, _ = stepped(fusedopt.AdamWScheduleFree, ADAMW_OPTIONS)
+    sd = opt.state_dict()
+    fresh = fusedopt.AdamWScheduleFree([np.ones(8)], **ADAMW_OPTIONS)
+    with pytest.raises(TypeError, match="state_dict must be a dict"):
+        fresh.load_state_dict([1])
+    for value in (-1.0, float("inf"), 10 ** 400):
+        bad = dict(sd, state={0: dict(sd["state"][0], weight_sum=value)})
+        with pytest.raises(ValueError, match="weight_sum"):
+            fresh.load_state_dict(bad)
+    fresh.load_state_dict(dict(sd, train_mode=np.True_))
+    assert fresh.train_mode is True
+
+
+def test_16_bit_parameters_are_refused_naming_them():
     ml_dtypes = pytest.importorskip("ml_dtypes")
-    with pytest.raises(TypeError, match="schedule_free"):
-        fusedopt.AdamWScheduleFree([np.zeros(3, dtype=ml_dtypes.bfloat16)])
+    with pytest.raises(TypeError, match=r"params\[1\]"):
+        fusedopt.SGDScheduleFree([np.zeros(3), np.zeros(3, dtype=ml_dtypes.bfloat16)])

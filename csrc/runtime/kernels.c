@@ -2,6 +2,7 @@
  * runtime/kernels.c: the metadata of every kernels.def row, and the entry points
  * that read it.
  */
+#include <math.h>
 #include <string.h>
 #include "internal.h"
 #include "fusedopt_algorithms.h"   /* every algorithms/<name>.h, written by setup.py */
@@ -42,6 +43,18 @@ int fo_kernel_n_reduced(int k) { return meta(k) ? meta(k)->n_reduced : 0; }
 unsigned fo_kernel_slots_needed(int k, const double *hyper)
 {
     return meta(k) ? meta(k)->slots_needed(hyper) : 0u;
+}
+
+int fo_kernel_prepares_finite(int k, const double *hyper)
+{
+    double block[FO_MAX_HYPER_DOUBLES];
+    int64_t j;
+    if (!meta(k) || meta(k)->hyper_doubles > FO_MAX_HYPER_DOUBLES) return 0;
+    memcpy(block, hyper, (size_t)meta(k)->hyper_doubles * sizeof(double));
+    meta(k)->prepare(block);
+    for (j = FO_COMMON_FIELDS; j < meta(k)->hyper_doubles; j++)
+        if (!isfinite(block[j])) return 0;
+    return 1;
 }
 
 int fo_storage_id(const char *name)

@@ -33,6 +33,7 @@ cdef extern from "fusedopt.h" nogil:
     int64_t fo_kernel_block(int kernel)
     int fo_kernel_n_reduced(int kernel)
     unsigned fo_kernel_slots_needed(int kernel, const double *hyper)
+    int fo_kernel_prepares_finite(int kernel, const double *hyper)
     int fo_step(int kernel, const fo_tensor_list *tensors, double *hyper, int64_t n_hyper,
                 int n_threads)
 

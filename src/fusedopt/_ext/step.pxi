@@ -60,10 +60,12 @@ cdef class ListBlocks:
                 if not tensors.has_slot(i, k):
                     self.slots_present[b] &= ~(1u << k)
 
-    cdef int fill(self, const double *rows, double multiplier, const double *rounding) except -1:
+    cdef int fill(self, const double *rows, double multiplier, const double *rounding,
+                  Py_ssize_t n_groups) except -1:
         """Copy each block's group row into it, after the common fields (multiplier,
         then `rounding`: stochastic rounding, seed, step); LayoutChanged if a block's
-        options need a slot one of its tensors lacks."""
+        options need a slot one of its tensors lacks; ValueError if its per-step values
+        would overflow (checked on a copy, before any kernel runs)."""
         cdef Py_ssize_t b
         cdef double *block
         for b in range(self.n_blocks):
@@ -74,6 +76,11 @@ cdef class ListBlocks:
                    self.n_inputs * sizeof(double))
             if fo_kernel_slots_needed(self.tensors.kernel, block) & ~self.slots_present[b]:
                 raise LayoutChanged()
+            if not fo_kernel_prepares_finite(self.tensors.kernel, block):
+                inputs = fo_kernel_inputs(self.tensors.kernel).decode().split()
+                raise ValueError(f"{_group_prefix(self.group[b], n_groups)}the hyperparameters "
+                                 f"({', '.join(inputs)}) overflow at this step: a per-step value of "
+                                 f"{fo_kernel_algorithm(self.tensors.kernel).decode()} is not finite")
         return 0
 
     cdef void set_multiplier(self, double multiplier):
@@ -184,7 +191,7 @@ cdef class Plan:
             multiplier = 1.0 / grad_scale
             self._rounding[2] = <double>k
             for lb in self.blocks:
-                lb.fill(self._rows, multiplier, self._rounding)
+                lb.fill(self._rows, multiplier, self._rounding, len(group_snapshot))
             for lb in self.blocks:
                 lb.tensors.check_grads(seq, lists)
             if need_norm:

@@ -406,6 +406,9 @@ cdef class TensorList:
                 raise LayoutChanged()
             if not cnp.PyArray_Check(g_obj):
                 raise TypeError(f"grads[{pos}] must be a numpy.ndarray, got {type(g_obj).__name__}")
+            if type(g_obj) is not np.ndarray and isinstance(g_obj, np.ma.MaskedArray):
+                raise TypeError(f"grads[{pos}] must be a plain ndarray, not a masked array "
+                                "(the kernels would ignore its mask)")
             g = <cnp.ndarray>g_obj
             if cnp.PyArray_TYPE(g) != self.grad_typenum or not cnp.PyArray_ISNOTSWAPPED(g):
                 if cnp.PyArray_ISNOTSWAPPED(g) and (cnp.PyArray_TYPE(g) == self.typenum or

@@ -254,9 +254,10 @@ class Optimizer:
         """With state_dtype="8bit", smaller tensors keep float32 state."""
         return self._storage["min_8bit_size"]
 
-    def _layout(self, p, grad_dtype=None):
+    def _layout(self, p, grad_dtype=None, name=None):
         """(kernel entry, master) for parameter p (and gradients of grad_dtype):
-        ValueError naming state_dtype for a storage its dtype cannot have."""
+        ValueError naming state_dtype for a storage its dtype cannot have; TypeError
+        naming the parameter (`name`) where no kernel fits."""
         param = p.dtype.name
         state = self._storage["state_dtype"]
         if state is not None and param == "float64":
@@ -268,7 +269,7 @@ class Optimizer:
         try:
             kernel = self.spec.kernel(p.dtype, grad, state)
         except TypeError as exc:
-            raise TypeError(f"{type(self).__name__}: {exc}") from None
+            raise TypeError(f"{type(self).__name__}: {name + ': ' if name else ''}{exc}") from None
         master = param in _NARROW and self._storage["master_weights"] is not False
         return kernel, master
 
@@ -404,7 +405,7 @@ class Optimizer:
                 if buffer.shape != p.shape and buffer.size == p.size and not name.endswith("_absmax"):
                     state.slots[name] = buffer.reshape(p.shape)   # p was reshaped in place: a view
             new_states[id(p)] = state
-            kernel, master = self._layout(p, self._grad_dtypes.get(id(p)))
+            kernel, master = self._layout(p, self._grad_dtypes.get(id(p)), f"params[{position}]")
             layouts[position] = (kernel, master)
             positions_of_kernel.setdefault(kernel["id"], []).append(position)
         has_f32 = [any(p.dtype != np.float64 for p in copy) for copy in params_copies]
@@ -496,8 +497,13 @@ class Optimizer:
             return
         if buffer.dtype == np.uint8:
             buffer.fill(255)
-        else:   # float32 or bfloat16 (rounded to nearest, as the kernels round), or an absmax block
-            buffer[...] = np.float32(value) if name.endswith("_absmax") else value
+            return
+        # float32 or bfloat16 (rounded to nearest, as the kernels round), or an absmax block
+        with np.errstate(over="ignore"):
+            stored = np.array(value, dtype=buffer.dtype)
+        if not np.isfinite(stored.astype(np.float64)):
+            raise ValueError(f"{key}={value!r} overflows the {buffer.dtype} state it starts")
+        buffer[...] = stored
 
     @property
     def step_count(self):
@@ -829,12 +835,15 @@ class Optimizer:
 
     @staticmethod
     def _real_counter(value, name):
-        """A real-valued counter (NAdam's mu_product): a finite number."""
+        """A real-valued counter (NAdam's mu_product, schedule-free's weight sum): finite, >= 0."""
         if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
             raise TypeError(f"{name} must be a number, got {value!r}")
-        value = float(value)
-        if not np.isfinite(value):
-            raise ValueError(f"{name} must be finite, got {value!r}")
+        try:
+            value = float(value)
+        except OverflowError:
+            value = float("inf")
+        if not np.isfinite(value) or value < 0:
+            raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
         return value
 
     # -- pickling and repr ------------------------------------------------------

@@ -1,4 +1,8 @@
 """Schedule-free AdamW and SGD: the specs and the classes of csrc/algorithms/schedule_free.h."""
+import numbers
+
+import numpy as np
+
 from .. import slow
 from ._base import Optimizer
 from ._spec import Hyper, Spec
@@ -6,12 +10,22 @@ from ._spec import Hyper, Spec
 __all__ = ["AdamWScheduleFree", "SGDScheduleFree", "ADAMW_SCHEDULE_FREE_SPEC", "SGD_SCHEDULE_FREE_SPEC"]
 
 
+def _first_beta(group, prefix=""):
+    """The group's beta1 (AdamW) or momentum (SGD), in (0, 1): eval() moves the
+    parameter by 1 - 1/beta1, so 0 has no x."""
+    adaptive = "betas" in group
+    name = prefix + ("betas[0]" if adaptive else "momentum")
+    try:
+        beta1 = group["betas"][0] if adaptive else group["momentum"]
+    except (TypeError, IndexError, KeyError):
+        raise ValueError(f"{name} is missing or not a pair") from None
+    if isinstance(beta1, (bool, np.bool_)) or not isinstance(beta1, numbers.Real) or not 0.0 < beta1 < 1.0:
+        raise ValueError(f"{name} must be a number in (0, 1) for a schedule-free optimizer, got {beta1!r}")
+    return float(beta1)
+
+
 def _check_first_beta(group):
-    # eval() moves the parameter by 1 - 1/beta1: 0 has no x
-    beta1 = group["betas"][0] if "betas" in group else group["momentum"]
-    name = "betas[0]" if "betas" in group else "momentum"
-    if not 0.0 < beta1 < 1.0:
-        raise ValueError(f"{name} must be in (0, 1) for a schedule-free optimizer, got {beta1!r}")
+    _first_beta(group)
 
 
 _SHARED = dict(check=_check_first_beta, real_counters=("weight_sum", "lr_max"),
@@ -51,24 +65,33 @@ class _ScheduleFree(Optimizer):
             self._not_inside_a_step("train()" if train else "eval()")
             if self._train_mode == train:
                 return
-            self._ensure_plan()
-            self._sync_counters()
+            self._build_plan()      # checks every array, and reshapes z with a reshaped parameter
             step = self.spec.counters.index("step")
-            moves = []
-            for group in self._param_groups:
-                beta1 = group["betas"][0] if "betas" in group else group["momentum"]
+            n_groups = len(self._param_groups)
+            moves = []              # everything checked before the first array moves
+            for g, group in enumerate(self._param_groups):
+                beta1 = _first_beta(group, f"param_groups[{g}]: " if n_groups > 1 else "")
                 for p in group["params"]:
                     state = self._states.get(id(p))
                     if state is not None and state.array is p and state.counters[step] > 0:
-                        moves.append((p, state.slots["z"], beta1))
+                        moves.append((p, state.slots["z"].reshape(p.shape), beta1))
             for p, z, beta1 in moves:   # arrays whose z exists (they have stepped)
                 move(p, z, beta1)
             self._train_mode = train
+            self._stepper.plan = None   # a step being prepared in another thread re-checks the mode
+
+    def _build_plan(self, states=None, keep_removed=False, grads=None):
+        if grads is not None and not self._train_mode:   # a step's rebuild, after eval() in another thread
+            raise self._eval_mode_error()
+        super()._build_plan(states, keep_removed, grads)
+
+    def _eval_mode_error(self):
+        return RuntimeError(f"{type(self).__name__} is in eval mode: call train() before step() "
+                            "(and eval() before evaluating or saving the model)")
 
     def step(self, grads, *, grad_scale=None):
         if not self._train_mode:
-            raise RuntimeError(f"{type(self).__name__} is in eval mode: call train() before step() "
-                               "(and eval() before evaluating or saving the model)")
+            raise self._eval_mode_error()
         return super().step(grads, grad_scale=grad_scale)
 
     def state_dict(self):
@@ -79,11 +102,15 @@ class _ScheduleFree(Optimizer):
     def load_state_dict(self, state_dict):
         """As :meth:`Optimizer.load_state_dict`; the mode is restored too (the
         parameters are not moved: they are whatever the caller loaded)."""
-        mode = state_dict.get("train_mode", False) if isinstance(state_dict, dict) else None
-        if not isinstance(mode, bool):
+        if not isinstance(state_dict, dict):
+            raise TypeError(f"state_dict must be a dict, got {type(state_dict).__name__}")
+        mode = state_dict.get("train_mode", False)
+        if not isinstance(mode, (bool, np.bool_)):
             raise ValueError(f"state_dict['train_mode'] must be True or False, got {mode!r}")
-        super().load_state_dict(state_dict)
-        self._train_mode = mode
+        with self._stepper.lock:
+            super().load_state_dict(state_dict)
+            self._train_mode = bool(mode)
+            self._stepper.plan = None
 
 
 class AdamWScheduleFree(_ScheduleFree):

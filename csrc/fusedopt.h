@@ -87,10 +87,10 @@ int64_t fo_kernel_block(int kernel);                 /* span alignment in elemen
 int fo_kernel_n_reduced(int kernel);                 /* per-tensor reduction values */
 /* Bit k set: the block's options make the kernel read and write slot k. */
 unsigned fo_kernel_slots_needed(int kernel, const double *hyper);
-/* 1 if the block's counters and per-step values stay finite once prepared (tried on
- * a copy: nothing changes), 0 if one overflows; the binding checks before any step. */
-int fo_kernel_prepares_finite(int kernel, const double *hyper);
-#define FO_MAX_HYPER_DOUBLES 64
+/* Advance one block's counters and compute its per-step values (what fo_step does
+ * first); 1 if they are all finite, 0 if one overflowed.  The binding prepares a
+ * copy of each block, checks it, and steps with fo_step_prepared. */
+int fo_kernel_prepare(int kernel, double *hyper);
 
 /* Every hyperparameter block starts with these fields, filled by the binding:
  * the gradient multiplier (loss scale and clipping), stochastic rounding (0 or 1),
@@ -108,6 +108,9 @@ int fo_kernel_prepares_finite(int kernel, const double *hyper);
  * out of range or the reduction's scratch could not be allocated. */
 int fo_step(int kernel, const fo_tensor_list *tensors, double *hyper, int64_t n_hyper,
             int n_threads);
+/* fo_step over blocks already prepared (fo_kernel_prepare): the update only. */
+int fo_step_prepared(int kernel, const fo_tensor_list *tensors, double *hyper, int64_t n_hyper,
+                     int n_threads);
 
 /* ------------------------------------------------------------------------- */
 /* Gradient statistics                                                        */

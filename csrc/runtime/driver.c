@@ -201,12 +201,20 @@ static void kernel_reduce_block(const fo_tensor_list *t, int64_t i, int64_t begi
 
 int fo_step(int kernel, const fo_tensor_list *t, double *hyper, int64_t n_hyper, int n_threads)
 {
+    int64_t k;
+    if (kernel < 0 || kernel >= FO_N_KERNELS) return -1;
+    for (k = 0; k < n_hyper; k++) fo_kernel_table[kernel].prepare(hyper + k * fo_kernel_table[kernel].hyper_doubles);
+    return fo_step_prepared(kernel, t, hyper, n_hyper, n_threads);
+}
+
+int fo_step_prepared(int kernel, const fo_tensor_list *t, double *hyper, int64_t n_hyper, int n_threads)
+{
     const fo_kernel_meta *m;
     const fo_isa_kernels *isa = fo_active_kernels();
     fo_range_fn update;
     reduction r;
     kernel_reduce_context context;
-    int64_t k, b, total;
+    int64_t b, total;
     int team, reduce;
     if (kernel < 0 || kernel >= FO_N_KERNELS) return -1;
     m = &fo_kernel_table[kernel];
@@ -219,7 +227,7 @@ int fo_step(int kernel, const fo_tensor_list *t, double *hyper, int64_t n_hyper,
         context.hyper = hyper;
         if (reduction_init(&r, t, kernel_reduce_block, &context, m->n_reduced) != 0) return -1;
     }
-    for (k = 0; k < n_hyper; k++) m->prepare(hyper + k * m->hyper_doubles);
+    (void)n_hyper;
     team = team_size(total, n_threads);
     if (total == 0) {
         team = 1;

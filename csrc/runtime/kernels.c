@@ -45,15 +45,13 @@ unsigned fo_kernel_slots_needed(int k, const double *hyper)
     return meta(k) ? meta(k)->slots_needed(hyper) : 0u;
 }
 
-int fo_kernel_prepares_finite(int k, const double *hyper)
+int fo_kernel_prepare(int k, double *hyper)
 {
-    double block[FO_MAX_HYPER_DOUBLES];
     int64_t j;
-    if (!meta(k) || meta(k)->hyper_doubles > FO_MAX_HYPER_DOUBLES) return 0;
-    memcpy(block, hyper, (size_t)meta(k)->hyper_doubles * sizeof(double));
-    meta(k)->prepare(block);
+    if (!meta(k)) return 0;
+    meta(k)->prepare(hyper);
     for (j = FO_COMMON_FIELDS; j < meta(k)->hyper_doubles; j++)
-        if (!isfinite(block[j])) return 0;
+        if (!isfinite(hyper[j])) return 0;
     return 1;
 }
 

@@ -33,9 +33,11 @@ cdef extern from "fusedopt.h" nogil:
     int64_t fo_kernel_block(int kernel)
     int fo_kernel_n_reduced(int kernel)
     unsigned fo_kernel_slots_needed(int kernel, const double *hyper)
-    int fo_kernel_prepares_finite(int kernel, const double *hyper)
+    int fo_kernel_prepare(int kernel, double *hyper)
     int fo_step(int kernel, const fo_tensor_list *tensors, double *hyper, int64_t n_hyper,
                 int n_threads)
+    int fo_step_prepared(int kernel, const fo_tensor_list *tensors, double *hyper, int64_t n_hyper,
+                         int n_threads)
 
     ctypedef enum fo_operand:
         FO_OPERAND_GRAD

@@ -14,7 +14,8 @@ class LayoutChanged(Exception):
 cdef class ListBlocks:
     """The hyperparameter blocks of one TensorList: one per (param group, counters) cohort."""
     cdef readonly TensorList tensors
-    cdef double *hyper
+    cdef double *hyper        # the blocks as filled: counters before this step
+    cdef double *prepared     # this step's blocks, prepared by fill(); kept by commit()
     cdef int32_t *group
     cdef unsigned *slots_present
     cdef readonly Py_ssize_t n_blocks
@@ -23,11 +24,13 @@ cdef class ListBlocks:
 
     def __cinit__(self):
         self.hyper = NULL
+        self.prepared = NULL
         self.group = NULL
         self.slots_present = NULL
 
     def __dealloc__(self):
         free(self.hyper)
+        free(self.prepared)
         free(self.group)
         free(self.slots_present)
 
@@ -40,9 +43,10 @@ cdef class ListBlocks:
         self.n_inputs = len(fo_kernel_inputs(kernel).split())
         self.n_counters = len(fo_kernel_counters(kernel).split())
         self.hyper = <double *>calloc(max(n, 1) * self.stride, sizeof(double))
+        self.prepared = <double *>calloc(max(n, 1) * self.stride, sizeof(double))
         self.group = <int32_t *>malloc(max(n, 1) * sizeof(int32_t))
         self.slots_present = <unsigned *>malloc(max(n, 1) * sizeof(unsigned))
-        if self.hyper == NULL or self.group == NULL or self.slots_present == NULL:
+        if self.hyper == NULL or self.prepared == NULL or self.group == NULL or self.slots_present == NULL:
             raise MemoryError()
         for b in range(n):
             self.group[b] = block_groups[b]
@@ -63,9 +67,10 @@ cdef class ListBlocks:
     cdef int fill(self, const double *rows, double multiplier, const double *rounding,
                   Py_ssize_t n_groups) except -1:
         """Copy each block's group row into it, after the common fields (multiplier,
-        then `rounding`: stochastic rounding, seed, step); LayoutChanged if a block's
-        options need a slot one of its tensors lacks; ValueError if its per-step values
-        would overflow (checked on a copy, before any kernel runs)."""
+        then `rounding`: stochastic rounding, seed, step), and prepare this step's copy
+        of it; LayoutChanged if a block's options need a slot one of its tensors lacks;
+        ValueError if its per-step values overflow (before any kernel runs: the
+        blocks' counters advance only at commit())."""
         cdef Py_ssize_t b
         cdef double *block
         for b in range(self.n_blocks):
@@ -76,7 +81,8 @@ cdef class ListBlocks:
                    self.n_inputs * sizeof(double))
             if fo_kernel_slots_needed(self.tensors.kernel, block) & ~self.slots_present[b]:
                 raise LayoutChanged()
-            if not fo_kernel_prepares_finite(self.tensors.kernel, block):
+            memcpy(self.prepared + b * self.stride, block, self.stride * sizeof(double))
+            if not fo_kernel_prepare(self.tensors.kernel, self.prepared + b * self.stride):
                 inputs = fo_kernel_inputs(self.tensors.kernel).decode().split()
                 raise ValueError(f"{_group_prefix(self.group[b], n_groups)}the hyperparameters "
                                  f"({', '.join(inputs)}) overflow at this step: a per-step value of "
@@ -87,6 +93,11 @@ cdef class ListBlocks:
         cdef Py_ssize_t b
         for b in range(self.n_blocks):
             self.hyper[b * self.stride] = multiplier
+            self.prepared[b * self.stride] = multiplier
+
+    cdef void commit(self):
+        """The step ran: its prepared blocks (advanced counters) become the blocks."""
+        memcpy(self.hyper, self.prepared, self.n_blocks * self.stride * sizeof(double))
 
     def counters(self, Py_ssize_t block):
         """The counters of a block, as floats (the optimizer knows which are counts)."""
@@ -204,15 +215,17 @@ cdef class Plan:
                         lb.set_multiplier(multiplier)
             for lb in self.blocks:
                 if lb.tensors.n_elements < GIL_RELEASE_MIN_ELEMENTS:
-                    rc = fo_step(lb.tensors.kernel, &lb.tensors.c, lb.hyper, lb.n_blocks, n_threads)
+                    rc = fo_step_prepared(lb.tensors.kernel, &lb.tensors.c, lb.prepared, lb.n_blocks, n_threads)
                 else:
                     with nogil:
-                        rc = fo_step(lb.tensors.kernel, &lb.tensors.c, lb.hyper, lb.n_blocks, n_threads)
+                        rc = fo_step_prepared(lb.tensors.kernel, &lb.tensors.c, lb.prepared, lb.n_blocks,
+                                              n_threads)
                 if rc != 0:
                     # only a kernel with a reduction pass allocates (its scratch), before
                     # writing anything; lists stepped before this one keep their step
                     raise MemoryError(f"fusedopt: no memory for the {fo_kernel_name(lb.tensors.kernel).decode()} "
                                       f"kernel's reduction pass")
+                lb.commit()
         finally:
             for lb in self.blocks:
                 lb.tensors.release_grads()

@@ -47,12 +47,13 @@ unsigned fo_kernel_slots_needed(int k, const double *hyper)
 
 int fo_kernel_prepare(int k, double *hyper)
 {
+    const fo_kernel_meta *m = meta(k);
+    double probe = 0.0;
     int64_t j;
-    if (!meta(k)) return 0;
-    meta(k)->prepare(hyper);
-    for (j = FO_COMMON_FIELDS; j < meta(k)->hyper_doubles; j++)
-        if (!isfinite(hyper[j])) return 0;
-    return 1;
+    if (!m) return 0;
+    m->prepare(hyper);
+    for (j = FO_COMMON_FIELDS; j < m->hyper_doubles; j++) probe += hyper[j] * 0.0;   /* NaN iff one is not finite */
+    return probe == 0.0;
 }
 
 int fo_storage_id(const char *name)

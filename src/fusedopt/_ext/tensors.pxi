@@ -406,7 +406,7 @@ cdef class TensorList:
                 raise LayoutChanged()
             if not cnp.PyArray_Check(g_obj):
                 raise TypeError(f"grads[{pos}] must be a numpy.ndarray, got {type(g_obj).__name__}")
-            if type(g_obj) is not np.ndarray and isinstance(g_obj, np.ma.MaskedArray):
+            if not cnp.PyArray_CheckExact(g_obj) and isinstance(g_obj, np.ma.MaskedArray):
                 raise TypeError(f"grads[{pos}] must be a plain ndarray, not a masked array "
                                 "(the kernels would ignore its mask)")
             g = <cnp.ndarray>g_obj

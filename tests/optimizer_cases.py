@@ -8,7 +8,8 @@ References:
 - the float32 twins wrapped in :func:`fusedopt.slow.storage.step` for
   low-precision storage (bitwise, as tests/test_low_precision.py does for Adam).
 
-A test file declares its case and parametrizes the ``check_*`` functions here.
+A test file declares its case and subclasses :class:`StandardChecks` (every
+check, parametrized for the case), then adds the algorithm's own tests.
 """
 import contextlib
 import inspect
@@ -596,3 +597,64 @@ def check_functional(case, dtype, n_steps=5):
             assert_bitwise(a, b, f"{case.name}_ params[{i}]")
             for name in slots[i]:
                 assert_bitwise(slots[i][name], twin_slots[i][name], f"{case.name}_ {name}[{i}]")
+
+
+class StandardChecks:
+    """The checks every zoo optimizer's test file runs: the file subclasses this
+    with ``case = CASE`` (and sets a torch test to None where torch has no peer)."""
+
+    case = None
+
+    def pytest_generate_tests(self, metafunc):
+        # the parameters that depend on the case (pytest calls this per test method)
+        case = metafunc.cls.case
+        if "via" in metafunc.fixturenames:
+            metafunc.parametrize("kwargs,name,via", bad_parameters(case))
+        elif "threads" in metafunc.fixturenames:
+            metafunc.parametrize("config,combination,threads,simd", low_precision_parameters(case))
+        elif "combination" in metafunc.fixturenames:
+            metafunc.parametrize("combination", [pytest.param(c, id=case.combination_id(c))
+                                                 for c in case.combinations()])
+
+    def test_signature(self):
+        check_signature(self.case)
+
+    def test_signature_matches_torch(self):
+        check_signature_matches_torch(self.case)
+
+    @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+    def test_matches_the_twin(self, combination, dtype):
+        check_twin_trajectory(self.case, combination, dtype)
+
+    @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+    def test_matches_torch(self, combination, dtype):
+        check_torch(self.case, combination, dtype)
+
+    @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+    def test_bitwise_identical_for_any_thread_count_and_simd_path(self, dtype):
+        check_threads_and_simd(self.case, dtype)
+
+    @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+    def test_functional_form_equals_the_twin_bitwise(self, dtype):
+        check_functional(self.case, dtype)
+
+    def test_low_precision_equals_the_twin_bitwise(self, config, combination, threads, simd):
+        check_low_precision(self.case, config, combination, threads, simd)
+
+    @pytest.mark.parametrize("state_dict_config", list(STATE_DICT_CONFIGS))
+    def test_state_dict_resumes_bitwise(self, state_dict_config):
+        check_state_dict_round_trip(self.case, state_dict_config)
+
+    @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+    def test_nonfinite_gradients_skip_the_step(self, dtype):
+        check_skip_nonfinite(self.case, dtype)
+
+    def test_max_grad_norm_clips_as_the_twin(self):
+        check_max_grad_norm(self.case)
+
+    @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+    def test_grad_scale_divides_the_gradients(self, dtype):
+        check_grad_scale(self.case, dtype)
+
+    def test_bad_hyperparameters_are_rejected_naming_them(self, kwargs, name, via):
+        check_bad_hyperparameter(self.case, kwargs, name, via)

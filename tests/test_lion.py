@@ -6,7 +6,7 @@ import pytest
 
 import fusedopt
 import optimizer_cases as oc
-from optimizer_cases import DTYPE_IDS, DTYPES, Case
+from optimizer_cases import Case
 
 
 def draw(rng, flags):
@@ -23,56 +23,10 @@ CASE = Case(
     defaults=dict(lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, maximize=False),
     slots={"exp_avg": True}, flags=("weight_decay", "maximize"), draw=draw, counters=(), sign_update=True,
 )
-COMBINATIONS = [pytest.param(c, id=CASE.combination_id(c)) for c in CASE.combinations()]
 
-
-def test_signature():
-    oc.check_signature(CASE)
-
-
-@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
-@pytest.mark.parametrize("combination", COMBINATIONS)
-def test_matches_the_twin(combination, dtype):
-    oc.check_twin_trajectory(CASE, combination, dtype)
-
-
-@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
-def test_bitwise_identical_for_any_thread_count_and_simd_path(dtype):
-    oc.check_threads_and_simd(CASE, dtype)
-
-
-@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
-def test_functional_form_equals_the_twin_bitwise(dtype):
-    oc.check_functional(CASE, dtype)
-
-
-@pytest.mark.parametrize("config,combination,threads,simd", oc.low_precision_parameters(CASE))
-def test_low_precision_equals_the_twin_bitwise(config, combination, threads, simd):
-    oc.check_low_precision(CASE, config, combination, threads, simd)
-
-
-@pytest.mark.parametrize("config", list(oc.STATE_DICT_CONFIGS))
-def test_state_dict_resumes_bitwise(config):
-    oc.check_state_dict_round_trip(CASE, config)
-
-
-@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
-def test_nonfinite_gradients_skip_the_step(dtype):
-    oc.check_skip_nonfinite(CASE, dtype)
-
-
-def test_max_grad_norm_clips_as_the_twin():
-    oc.check_max_grad_norm(CASE)
-
-
-@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
-def test_grad_scale_divides_the_gradients(dtype):
-    oc.check_grad_scale(CASE, dtype)
-
-
-@pytest.mark.parametrize("kwargs,name,via", oc.bad_parameters(CASE))
-def test_bad_hyperparameters_are_rejected_naming_them(kwargs, name, via):
-    oc.check_bad_hyperparameter(CASE, kwargs, name, via)
+class TestStandardChecks(oc.StandardChecks):
+    case = CASE
+    test_signature_matches_torch = test_matches_torch = None   # torch has no Lion
 
 
 

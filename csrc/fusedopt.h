@@ -67,6 +67,12 @@ typedef struct {
     const int64_t *offset;      /* n_tensors + 1 entries */
     const int32_t *hyper;
     double *reduced;            /* n_tensors x fo_kernel_n_reduced(): per-tensor reduction results */
+    /* Factored kernels (a slot of shape "rows" or "cols"): tensor i is size[i] /
+     * (rows[i] * cols[i]) matrices of rows[i] x cols[i] (its last two dimensions);
+     * rows[i] == 0 for a tensor of fewer than two dimensions, which is not factored.
+     * NULL for other kernels. */
+    const int64_t *rows;
+    const int64_t *cols;
 } fo_tensor_list;
 
 /* What the binding needs to know about kernel k. */
@@ -81,6 +87,13 @@ const char *fo_kernel_state_storage(int kernel);     /* "float32", "bfloat16", "
 const char *fo_kernel_inputs(int kernel);
 const char *fo_kernel_counters(int kernel);
 const char *fo_kernel_slots(int kernel);             /* space-separated slot names */
+/* The shape rule of each slot, space-separated, in slot order:
+ *   full    the parameter's shape;
+ *   rows    (..., R, 1) of a parameter (..., R, C) of two or more dimensions;
+ *   cols    (..., 1, C) of such a parameter;
+ *   vector  the parameter's shape, for a parameter of fewer than two dimensions.
+ * A slot whose rule does not apply to a parameter's shape does not exist for it. */
+const char *fo_kernel_slot_shapes(int kernel);
 int fo_kernel_n_fields(int kernel);                  /* inputs + counters */
 int64_t fo_kernel_hyper_doubles(int kernel);         /* size of one block, in doubles */
 int64_t fo_kernel_block(int kernel);                 /* span alignment in elements */

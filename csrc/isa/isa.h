@@ -176,6 +176,8 @@ FO_STATS_STORAGES(FO_STATS_LOOP)
     [FO_KERNEL_##alg##_##ps##_##gs##_##ss] = FO_ISA_CAT(fo_range_##alg##_##ps##_##gs##_##ss##_, FO_ISA),
 #define FO_REDUCE_ROW(alg, ps, gs, ss) \
     [FO_KERNEL_##alg##_##ps##_##gs##_##ss] = FO_REDUCE_ENTRY(FO_N_REDUCED_##alg)(alg, ps, gs, ss),
+#define FO_FACTOR_ROW(alg, ps, gs, ss) \
+    [FO_KERNEL_##alg##_##ps##_##gs##_##ss] = FO_ISA_CAT(fo_factor_##alg##_##ps##_##gs##_##ss##_, FO_ISA),
 #define FO_STATS_ENTRY(s) [FO_STORAGE_ID_##s] = FO_ISA_CAT(fo_stats_##s##_, FO_ISA),
 const fo_isa_kernels FO_ISA_CAT(fo_kernels_, FO_ISA) = {
     FO_ISA_STRING(FO_ISA),
@@ -187,8 +189,14 @@ const fo_isa_kernels FO_ISA_CAT(fo_kernels_, FO_ISA) = {
     {
 #include "../kernels.def"
     },
+#undef KERNEL
+#define KERNEL FO_FACTOR_ROW
+    {
+#include "../kernels.def"
+    },
     {FO_STATS_STORAGES(FO_STATS_ENTRY)},
 };
 #undef KERNEL
 #undef FO_REDUCE_ROW
+#undef FO_FACTOR_ROW
 #undef FO_STATS_ENTRY

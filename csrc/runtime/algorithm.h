@@ -10,17 +10,22 @@
  *   FO_DERIVED_<name>(X)   per-step constants computed by prepare
  *   FO_SLOTS_<name>(X)     state slots, in slot order
  *   FO_N_REDUCED_<name>    per-tensor reduction values (0: element-wise only)
+ *   FO_FACTORED_<name>     1 if some slot is factored ("rows"/"cols"), else 0
  *   static unsigned fo_<name>_slots_needed(const fo_<name>_hyper *h): bit k set
  *                          when these options read and write slot k
  *   static void fo_<name>_prepare(fo_<name>_hyper *h): once per step and block
  * then FO_ALGORITHM_TYPES(<name>) before the functions (the hyperparameter
- * struct) and FO_ALGORITHM_WRAPPERS(<name>) after them.
+ * struct) and FO_ALGORITHM_WRAPPERS(<name>) after them (every slot the parameter's
+ * shape), or FO_ALGORITHM_WRAPPERS_SHAPED(<name>, "rows cols ...") with the shape
+ * rule of each slot (fusedopt.h, fo_kernel_slot_shapes).
  *
  * Instance (once per kernels.def row and ISA, under FO_INSTANTIATING): the range
  * function FO_INSTANCE(fo_range), which updates elements [begin, end) of tensor i,
  * written with the storage macros of runtime/instance.h (FO_C, FO_LOAD_P, ...),
  * so that one loop serves every storage: wide, 16-bit (with master weights and
- * stochastic rounding) and 8-bit blocks.
+ * stochastic rounding) and 8-bit blocks.  A factored algorithm also defines
+ * FO_INSTANCE(fo_factor), the phases the driver runs over units of its factored
+ * tensors (runtime/internal.h, fo_factor_fn).
  */
 #ifndef FUSEDOPT_ALGORITHM_H
 #define FUSEDOPT_ALGORITHM_H
@@ -42,6 +47,12 @@
 /* max(a, b) that propagates a NaN of either, as torch.maximum and np.maximum do */
 #define FO_MAX_NAN(a, b) (((a) != (a) || (a) > (b)) ? (a) : (b))
 
+/* The sum of FO_STAT_LANES lanes, pairwise in a fixed order */
+static inline double fo_lane_sum(const double *lanes)
+{
+    return ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
+}
+
 #define FO_HYPER_FIELD(name) double name;
 #define FO_FIELD_NAME(name) #name " "
 #define FO_COUNT_ONE(name) +1
@@ -57,7 +68,8 @@
     } fo_##name##_hyper
 
 /* Uniform entry points for runtime/kernels.c's metadata table. */
-#define FO_ALGORITHM_WRAPPERS(name)                                                  \
+#define FO_ALGORITHM_WRAPPERS(name) FO_ALGORITHM_WRAPPERS_SHAPED(name, "")
+#define FO_ALGORITHM_WRAPPERS_SHAPED(name, shapes)                                   \
     FO_MAYBE_UNUSED static void fo_prepare_##name(double *h)                         \
     {                                                                                \
         fo_##name##_prepare((fo_##name##_hyper *)h);                                 \
@@ -69,6 +81,7 @@
     static const char fo_inputs_##name[] = FO_INPUTS_##name(FO_FIELD_NAME);          \
     static const char fo_counters_##name[] = "" FO_COUNTERS_##name(FO_FIELD_NAME);   \
     static const char fo_slots_##name[] = FO_SLOTS_##name(FO_FIELD_NAME);            \
+    static const char fo_slot_shapes_##name[] = shapes;                              \
     enum { fo_n_fields_##name = 0 FO_INPUTS_##name(FO_COUNT_ONE) FO_COUNTERS_##name(FO_COUNT_ONE), \
            fo_n_slots_##name = 0 FO_SLOTS_##name(FO_COUNT_ONE) }
 

@@ -5,6 +5,7 @@
  * is a deterministic blocked reduction over one operand of every tensor.
  */
 #include <stdlib.h>
+#include <string.h>
 #include "internal.h"
 
 #ifdef _OPENMP
@@ -199,6 +200,197 @@ static void kernel_reduce_block(const fo_tensor_list *t, int64_t i, int64_t begi
     c->fn(t, i, begin, begin + count, c->hyper, acc);
 }
 
+/* ------------------------------------------------------------------------- */
+/* Factored tensors                                                           */
+/* ------------------------------------------------------------------------- */
+
+/* A unit of factored work holds about this many elements: whole matrices while
+ * they are smaller, else FO_FACTOR_MIN_ROWS or more rows of one matrix, whose
+ * column sums are then partial (a unit's C doubles, added in unit order). */
+#define FO_FACTOR_UNIT 32768
+#define FO_FACTOR_MIN_ROWS 32
+
+typedef struct {
+    fo_factor_fn fn;
+    fo_factor_unit *units;
+    int64_t n_units, n_matrices;
+    int64_t *unit_first;      /* n_tensors + 1: units before tensor i */
+    int64_t *split;           /* per tensor: units per matrix (1: whole matrices) */
+    int64_t *at;              /* row_at, col_at, matrix_at: 3 x n_tensors */
+    double *unit_value;       /* 2 x n_units: the SUMS, then the NORM partials */
+    double *partial;          /* column sums of split units, C per unit */
+    int64_t *partial_at;      /* per unit: offset in partial, or -1 */
+    double *sums;             /* row sums, column sums, matrix values */
+    fo_factor_work work;
+} factored;
+
+static int64_t factor_rows_per_unit(int64_t rows, int64_t cols)
+{
+    int64_t h = (FO_FACTOR_UNIT + cols - 1) / cols;
+    if (h < FO_FACTOR_MIN_ROWS) h = FO_FACTOR_MIN_ROWS;
+    return h < rows ? h : rows;
+}
+
+/* The units of t's factored tensors; -1 if out of memory (nothing allocated). */
+static int factored_init(factored *f, const fo_tensor_list *t, fo_factor_fn fn)
+{
+    const int64_t n = t->n_tensors;
+    int64_t i, rows = 0, cols = 0, partials = 0, u = 0;
+    memset(f, 0, sizeof(*f));
+    f->fn = fn;
+    f->unit_first = (int64_t *)calloc((size_t)(n + 1), sizeof(int64_t));
+    f->split = (int64_t *)calloc((size_t)(n + 1), sizeof(int64_t));
+    f->at = (int64_t *)calloc((size_t)(3 * n + 1), sizeof(int64_t));
+    if (f->unit_first == NULL || f->split == NULL || f->at == NULL) goto fail;
+    for (i = 0; i < n; i++) {
+        const int64_t r = t->rows[i], c = t->cols[i];
+        int64_t units = 0;
+        f->at[i] = rows;
+        f->at[n + i] = cols;
+        f->at[2 * n + i] = f->n_matrices;
+        if (r > 0 && c > 0 && t->size[i] > 0) {
+            const int64_t matrices = t->size[i] / (r * c), h = factor_rows_per_unit(r, c);
+            f->split[i] = r * c > FO_FACTOR_UNIT ? (r + h - 1) / h : 1;
+            if (f->split[i] > 1) {
+                units = matrices * f->split[i];
+                partials += units * c;
+            } else {
+                const int64_t per_unit = r * c > FO_FACTOR_UNIT ? 1 : FO_FACTOR_UNIT / (r * c);
+                units = (matrices + per_unit - 1) / per_unit;
+            }
+            rows += matrices * r;
+            cols += matrices * c;
+            f->n_matrices += matrices;
+        }
+        f->unit_first[i + 1] = f->unit_first[i] + units;
+    }
+    f->n_units = f->unit_first[n];
+    f->units = (fo_factor_unit *)malloc((size_t)(f->n_units + 1) * sizeof(fo_factor_unit));
+    f->unit_value = (double *)calloc((size_t)(2 * f->n_units + 1), sizeof(double));
+    f->partial_at = (int64_t *)malloc((size_t)(f->n_units + 1) * sizeof(int64_t));
+    f->partial = (double *)malloc((size_t)(partials + 1) * sizeof(double));
+    f->sums = (double *)malloc((size_t)(rows + cols + f->n_matrices + 1) * sizeof(double));
+    if (f->units == NULL || f->unit_value == NULL || f->partial_at == NULL || f->partial == NULL
+        || f->sums == NULL)
+        goto fail;
+    partials = 0;
+    for (i = 0; i < n; i++) {
+        const int64_t r = t->rows[i], c = t->cols[i];
+        int64_t b, q;
+        if (f->unit_first[i + 1] == f->unit_first[i]) continue;
+        if (f->split[i] > 1) {
+            const int64_t h = factor_rows_per_unit(r, c), matrices = t->size[i] / (r * c);
+            for (b = 0; b < matrices; b++)
+                for (q = 0; q < f->split[i]; q++, u++) {
+                    fo_factor_unit *unit = &f->units[u];
+                    unit->tensor = i;
+                    unit->matrix = b;
+                    unit->n_matrices = 1;
+                    unit->row_begin = q * h;
+                    unit->row_end = (q + 1) * h < r ? (q + 1) * h : r;
+                    f->partial_at[u] = partials;
+                    partials += c;
+                }
+        } else {
+            const int64_t matrices = t->size[i] / (r * c);
+            const int64_t per_unit = r * c > FO_FACTOR_UNIT ? 1 : FO_FACTOR_UNIT / (r * c);
+            for (b = 0; b < matrices; b += per_unit, u++) {
+                fo_factor_unit *unit = &f->units[u];
+                unit->tensor = i;
+                unit->matrix = b;
+                unit->n_matrices = matrices - b < per_unit ? matrices - b : per_unit;
+                unit->row_begin = 0;
+                unit->row_end = r;
+                f->partial_at[u] = -1;
+            }
+        }
+    }
+    f->work.row_sum = f->sums;
+    f->work.col_sum = f->sums + rows;
+    f->work.matrix_value = f->sums + rows + cols;
+    f->work.row_at = f->at;
+    f->work.col_at = f->at + n;
+    f->work.matrix_at = f->at + 2 * n;
+    return 0;
+fail:
+    free(f->unit_first);
+    free(f->split);
+    free(f->at);
+    free(f->units);
+    free(f->unit_value);
+    free(f->partial_at);
+    free(f->partial);
+    free(f->sums);
+    return -1;
+}
+
+static void factored_free(factored *f)
+{
+    free(f->unit_first);
+    free(f->split);
+    free(f->at);
+    free(f->units);
+    free(f->unit_value);
+    free(f->partial_at);
+    free(f->partial);
+    free(f->sums);
+}
+
+static void factor_sums(const factored *f, const fo_tensor_list *t, const void *hyper, int64_t u)
+{
+    const fo_factor_unit *unit = &f->units[u];
+    const int64_t i = unit->tensor;
+    double *col_out = f->partial_at[u] >= 0
+                          ? f->partial + f->partial_at[u]
+                          : f->work.col_sum + f->work.col_at[i] + unit->matrix * t->cols[i];
+    f->fn(FO_FACTOR_SUMS, t, unit, hyper, &f->work, col_out, f->unit_value + u);
+}
+
+/* Matrix m (over all factored tensors): complete its column sums, then its state. */
+static void factor_state(const factored *f, const fo_tensor_list *t, const void *hyper, int64_t m)
+{
+    int64_t lo = 0, hi = t->n_tensors, i, b, j, q;
+    fo_factor_unit whole;
+    while (hi - lo > 1) {   /* the last tensor with matrix_at <= m that has matrices */
+        const int64_t mid = lo + (hi - lo) / 2;
+        if (f->work.matrix_at[mid] <= m) lo = mid;
+        else hi = mid;
+    }
+    i = lo;
+    while (f->unit_first[i + 1] == f->unit_first[i]) i--;   /* skip tensors without matrices */
+    b = m - f->work.matrix_at[i];
+    if (f->split[i] > 1) {
+        const int64_t c = t->cols[i], first = f->unit_first[i] + b * f->split[i];
+        double *col = f->work.col_sum + f->work.col_at[i] + b * c;
+        for (j = 0; j < c; j++) {
+            double sum = 0.0;
+            for (q = 0; q < f->split[i]; q++) sum += f->partial[f->partial_at[first + q] + j];
+            col[j] = sum;
+        }
+    }
+    whole.tensor = i;
+    whole.matrix = b;
+    whole.n_matrices = 1;
+    whole.row_begin = 0;
+    whole.row_end = t->rows[i];
+    f->fn(FO_FACTOR_STATE, t, &whole, hyper, &f->work, NULL, NULL);
+}
+
+/* reduced[i * n_reduced + value] of each factored tensor: its units' partials, pairwise */
+static void factor_totals(const factored *f, const fo_tensor_list *t, int n_reduced, int value)
+{
+    int64_t i;
+    for (i = 0; i < t->n_tensors; i++)
+        if (f->unit_first[i + 1] > f->unit_first[i])
+            t->reduced[i * n_reduced + value] = pairwise_sum(f->unit_value + value * f->n_units + f->unit_first[i],
+                                                             f->unit_first[i + 1] - f->unit_first[i]);
+}
+
+static void factor_norm(const factored *f, const fo_tensor_list *t, const void *hyper, int64_t u)
+{
+    f->fn(FO_FACTOR_NORM, t, &f->units[u], hyper, &f->work, NULL, f->unit_value + f->n_units + u);
+}
+
 int fo_step(int kernel, const fo_tensor_list *t, double *hyper, int64_t n_hyper, int n_threads)
 {
     int64_t k;
@@ -214,18 +406,28 @@ int fo_step_prepared(int kernel, const fo_tensor_list *t, double *hyper, int64_t
     fo_range_fn update;
     reduction r;
     kernel_reduce_context context;
+    factored f;
     int64_t b, total;
-    int team, reduce;
+    int team, reduce, factor;
     if (kernel < 0 || kernel >= FO_N_KERNELS) return -1;
     m = &fo_kernel_table[kernel];
     update = isa->range[kernel];
     reduce = m->n_reduced > 0;
+    factor = strstr(m->slot_shapes, "rows") != NULL;
     total = t->offset[t->n_tensors];
     if (reduce) {
         if (isa->reduce[kernel] == NULL || t->reduced == NULL || m->n_reduced > FO_MAX_REDUCED) return -1;
         context.fn = isa->reduce[kernel];
         context.hyper = hyper;
         if (reduction_init(&r, t, kernel_reduce_block, &context, m->n_reduced) != 0) return -1;
+    }
+    if (factor) {
+        /* the reduction pass's values 0 and 1 of factored tensors come from SUMS and NORM */
+        if (!reduce || m->n_reduced < 2 || t->rows == NULL || t->cols == NULL
+            || factored_init(&f, t, isa->factor[kernel]) != 0) {
+            if (reduce) reduction_free(&r);
+            return -1;
+        }
     }
     (void)n_hyper;
     team = team_size(total, n_threads);
@@ -234,7 +436,8 @@ int fo_step_prepared(int kernel, const fo_tensor_list *t, double *hyper, int64_t
     }
     if (team > 1) {
 #ifdef _OPENMP
-        /* one region: the reduction's blocks, its per-tensor sums, then the update */
+        /* one region: the reduction's blocks, its per-tensor sums, the factored
+         * phases (each unit and matrix is one thread's, whole), then the update */
 #pragma omp parallel num_threads(team) private(b)
         {
             if (reduce) {
@@ -242,6 +445,22 @@ int fo_step_prepared(int kernel, const fo_tensor_list *t, double *hyper, int64_t
                 for (b = 0; b < r.n_blocks; b++) reduce_block(&r, b);
 #pragma omp single
                 reduction_finish(&r, t->reduced, NULL);
+            }
+            if (factor) {
+#pragma omp for schedule(dynamic, 1)
+                for (b = 0; b < f.n_units; b++) factor_sums(&f, t, hyper, b);
+#pragma omp for schedule(dynamic, 16)
+                for (b = 0; b < f.n_matrices; b++) factor_state(&f, t, hyper, b);
+#pragma omp for schedule(dynamic, 1)
+                for (b = 0; b < f.n_units; b++) factor_norm(&f, t, hyper, b);
+#pragma omp single
+                {
+                    factor_totals(&f, t, m->n_reduced, 0);
+                    factor_totals(&f, t, m->n_reduced, 1);
+                }
+#pragma omp for schedule(dynamic, 1) nowait
+                for (b = 0; b < f.n_units; b++)
+                    f.fn(FO_FACTOR_APPLY, t, &f.units[b], hyper, &f.work, NULL, NULL);
             }
             update_share(t, update, hyper, m->block, omp_get_thread_num(), omp_get_num_threads());
         }
@@ -251,9 +470,18 @@ int fo_step_prepared(int kernel, const fo_tensor_list *t, double *hyper, int64_t
             for (b = 0; b < r.n_blocks; b++) reduce_block(&r, b);
             reduction_finish(&r, t->reduced, NULL);
         }
+        if (factor) {
+            for (b = 0; b < f.n_units; b++) factor_sums(&f, t, hyper, b);
+            for (b = 0; b < f.n_matrices; b++) factor_state(&f, t, hyper, b);
+            for (b = 0; b < f.n_units; b++) factor_norm(&f, t, hyper, b);
+            factor_totals(&f, t, m->n_reduced, 0);
+            factor_totals(&f, t, m->n_reduced, 1);
+            for (b = 0; b < f.n_units; b++) f.fn(FO_FACTOR_APPLY, t, &f.units[b], hyper, &f.work, NULL, NULL);
+        }
         if (total > 0) run_span(t, update, hyper, 0, total);
     }
     if (reduce) reduction_free(&r);
+    if (factor) factored_free(&f);
     return 0;
 }
 

@@ -51,6 +51,33 @@ typedef void (*fo_range_fn)(const fo_tensor_list *tensors, int64_t i, int64_t be
 typedef void (*fo_reduce_fn)(const fo_tensor_list *tensors, int64_t i, int64_t begin, int64_t end,
                              const void *hyper, double *acc);
 
+/* Factored tensors (fusedopt.h: rows, cols) are stepped in units: a unit is
+ * n_matrices whole matrices of one tensor from `matrix` on, or rows [row_begin,
+ * row_end) of one matrix (a split matrix).  Units depend on the shapes only. */
+typedef struct {
+    int64_t tensor, matrix, n_matrices, row_begin, row_end;
+} fo_factor_unit;
+
+/* The driver's scratch for a factored step: each matrix's row sums (row_sum +
+ * row_at[i], matrix after matrix), column sums (col_sum + col_at[i]), one value per
+ * matrix (matrix_value + matrix_at[i]). */
+typedef struct {
+    double *row_sum, *col_sum, *matrix_value;
+    const int64_t *row_at, *col_at, *matrix_at;
+} fo_factor_work;
+
+/* The phases of a factored algorithm, in order, each over every unit (STATE: over
+ * every matrix, as a unit of one whole matrix):
+ *   SUMS   row sums of the unit's rows into work; its column sums (over the unit's
+ *          rows) into col_out[(matrix - unit->matrix) * C + j]; *unit_out, a partial
+ *          of reduced value 0 (the driver adds the tensor's partials, in unit order)
+ *   STATE  the matrix's state from its complete row and column sums; matrix_value
+ *   NORM   *unit_out, a partial of reduced value 1
+ *   APPLY  the update of the unit's elements, with the tensor's reduced values */
+typedef enum { FO_FACTOR_SUMS, FO_FACTOR_STATE, FO_FACTOR_NORM, FO_FACTOR_APPLY } fo_factor_phase;
+typedef void (*fo_factor_fn)(fo_factor_phase phase, const fo_tensor_list *tensors, const fo_factor_unit *unit,
+                             const void *hyper, const fo_factor_work *work, double *col_out, double *unit_out);
+
 /* Storages whose gradients the statistics pass reads (an index of fo_stats). */
 #define FO_STATS_STORAGES(X) X(f32) X(f64) X(bf16) X(f16)
 #define FO_STORAGE_ENUM(s) FO_STORAGE_ID_##s,
@@ -65,6 +92,7 @@ typedef struct {
     const char *name;
     fo_range_fn range[FO_N_KERNELS];
     fo_reduce_fn reduce[FO_N_KERNELS];    /* NULL for element-wise algorithms */
+    fo_factor_fn factor[FO_N_KERNELS];    /* a no-op for algorithms without factored slots */
     fo_stats_fn stats[FO_N_STATS_STORAGES];
 } fo_isa_kernels;
 
@@ -80,7 +108,7 @@ const fo_isa_kernels *fo_active_kernels(void);
 /* runtime/kernels.c: the ISA-independent description of each kernel. */
 typedef struct {
     const char *name, *algorithm, *param_storage, *grad_storage, *state_storage;
-    const char *inputs, *counters, *slots;
+    const char *inputs, *counters, *slots, *slot_shapes;
     int n_fields, n_slots, n_reduced;
     int64_t hyper_doubles, block;
     void (*prepare)(double *hyper);

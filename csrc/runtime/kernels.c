@@ -12,7 +12,7 @@
     [FO_KERNEL_##alg##_##ps##_##gs##_##ss] = {                                          \
         #alg "_" #ps "_" #gs "_" #ss, #alg, FO_STORAGE_##ps##_NAME, FO_STORAGE_##gs##_NAME, \
         FO_STORAGE_##ss##_NAME,                                                          \
-        fo_inputs_##alg, fo_counters_##alg, fo_slots_##alg,                              \
+        fo_inputs_##alg, fo_counters_##alg, fo_slots_##alg, fo_slot_shapes_##alg,        \
         fo_n_fields_##alg, fo_n_slots_##alg, FO_N_REDUCED_##alg,                         \
         (int64_t)(sizeof(fo_##alg##_hyper) / sizeof(double)),                            \
         FO_MAX2(FO_STORAGE_##ps##_BLOCK, FO_STORAGE_##ss##_BLOCK),                        \
@@ -35,6 +35,7 @@ const char *fo_kernel_state_storage(int k) { return meta(k) ? meta(k)->state_sto
 const char *fo_kernel_inputs(int k) { return meta(k) ? meta(k)->inputs : ""; }
 const char *fo_kernel_counters(int k) { return meta(k) ? meta(k)->counters : ""; }
 const char *fo_kernel_slots(int k) { return meta(k) ? meta(k)->slots : ""; }
+const char *fo_kernel_slot_shapes(int k) { return meta(k) ? meta(k)->slot_shapes : ""; }
 int fo_kernel_n_fields(int k) { return meta(k) ? meta(k)->n_fields : 0; }
 int64_t fo_kernel_hyper_doubles(int k) { return meta(k) ? meta(k)->hyper_doubles : 0; }
 int64_t fo_kernel_block(int k) { return meta(k) ? meta(k)->block : 1; }

@@ -68,6 +68,10 @@ def check_array(arr: object, name: str, writeable: bool, dtype: object = None) -
 def grad_dtype_allowed(param_dtype: object, grad_dtype: object) -> bool:
     """True if gradients of `grad_dtype` can step parameters of `param_dtype`."""
 
+def slot_shape(rule: str, shape: tuple[int, ...]) -> tuple[int, ...] | None:
+    """The shape of a state slot with this rule ("full", "rows", "cols", "vector") for a
+    parameter of `shape`, or None where the parameter has no such slot."""
+
 class TensorList:
     """Tensors of one kernel, their state slots and hyperparameter-block ids, as C arrays."""
 
@@ -111,6 +115,7 @@ def check_disjoint(lists: tuple[TensorList, ...]) -> None:
 
 #: the checks a hyperparameter can get
 KINDS: dict[str, int]
+PAIR_KINDS: tuple[str, ...]
 
 class HyperReader:
     """Reads every param group's hyperparameters into validated C rows."""

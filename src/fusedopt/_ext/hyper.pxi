@@ -9,10 +9,16 @@ cdef enum Kind:
     KIND_POSITIVE      # a finite number > 0 that does not round to 0 in float32 parameters
     KIND_BOOL          # True or False
     KIND_BETAS         # a pair of numbers in [0, 1): two fields
+    KIND_REAL          # a finite number
+    KIND_EPS_PAIR      # a pair (None or a finite number >= 0, a finite number >= 0): two
+                       # fields, None read as -1
     KIND_CONSTANT      # fixed by the class, not read from the group
 
 KINDS = {"lr": KIND_LR, "rate": KIND_RATE, "unit": KIND_UNIT, "positive": KIND_POSITIVE,
-         "bool": KIND_BOOL, "betas": KIND_BETAS, "constant": KIND_CONSTANT}
+         "bool": KIND_BOOL, "betas": KIND_BETAS, "real": KIND_REAL, "eps_pair": KIND_EPS_PAIR,
+         "constant": KIND_CONSTANT}
+#: the kinds that fill two kernel inputs
+PAIR_KINDS = ("betas", "eps_pair")
 
 
 cdef str _group_prefix(Py_ssize_t g, Py_ssize_t n_groups):
@@ -93,7 +99,7 @@ cdef class HyperReader:
                 if field not in inputs:
                     raise ValueError(f"{key!r} fills {field!r}, which is not a kernel input {inputs}")
             expected = [inputs[inputs.index(fields[0]) + j] for j in range(len(fields))] if fields else []
-            if list(fields) != expected or len(fields) != (2 if kind == "betas" else 1):
+            if list(fields) != expected or len(fields) != (2 if kind in PAIR_KINDS else 1):
                 raise ValueError(f"{key!r} must fill consecutive kernel inputs, got {fields}")
             filled.extend(fields)
             self._keys.append(key)
@@ -182,6 +188,23 @@ cdef class HyperReader:
                     raise ValueError(f"{_group_prefix(g, n)}{key}[{j}] must be in [0, 1), got {value!r}")
                 out[j] = value
             return 0
+        if kind == KIND_EPS_PAIR:
+            pair = tuple(raw) if isinstance(raw, (tuple, list)) else ()   # a snapshot
+            if len(pair) != 2:
+                raise TypeError(f"{_group_prefix(g, n)}{key} must be a pair (eps1 or None, eps2), "
+                                f"got {raw!r}")
+            for j in range(2):
+                if j == 0 and pair[0] is None:
+                    out[0] = -1.0
+                    continue
+                if not _as_double(pair[j], &value):
+                    raise TypeError(f"{_group_prefix(g, n)}{key}[{j}] must be a real number"
+                                    f"{' or None' if j == 0 else ''}, got {type(pair[j]).__name__}")
+                if not isfinite(value) or value < 0.0:
+                    raise ValueError(f"{_group_prefix(g, n)}{key}[{j}] must be a finite number >= 0, "
+                                     f"got {value!r}")
+                out[j] = value
+            return 0
         if not _as_double(raw, &value):
             if kind != KIND_LR or not callable(raw):
                 raise TypeError(f"{_group_prefix(g, n)}{key} must be a real number"
@@ -193,6 +216,11 @@ cdef class HyperReader:
             if not _as_double(scheduled, &value):
                 raise TypeError(f"{_group_prefix(g, n)}{key} (a schedule) must give real numbers, "
                                 f"got {type(scheduled).__name__} at step {k}")
+        if kind == KIND_REAL:
+            if not isfinite(value):
+                raise ValueError(f"{_group_prefix(g, n)}{key} must be a finite number, got {value!r}")
+            out[0] = value
+            return 0
         if not isfinite(value) or value < 0.0:
             raise ValueError(f"{_group_prefix(g, n)}{key} must be a finite number >= 0, got {value!r}")
         if kind == KIND_UNIT and value > 1.0:

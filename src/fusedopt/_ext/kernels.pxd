@@ -19,6 +19,8 @@ cdef extern from "fusedopt.h" nogil:
         const int64_t *offset
         const int32_t *hyper
         double *reduced
+        const int64_t *rows
+        const int64_t *cols
 
     const char *fo_kernel_name(int kernel)
     const char *fo_kernel_algorithm(int kernel)
@@ -28,6 +30,7 @@ cdef extern from "fusedopt.h" nogil:
     const char *fo_kernel_inputs(int kernel)
     const char *fo_kernel_counters(int kernel)
     const char *fo_kernel_slots(int kernel)
+    const char *fo_kernel_slot_shapes(int kernel)
     int fo_kernel_n_fields(int kernel)
     int64_t fo_kernel_hyper_doubles(int kernel)
     int64_t fo_kernel_block(int kernel)

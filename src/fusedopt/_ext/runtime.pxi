@@ -91,6 +91,13 @@ def build_info():
     }
 
 
+cdef tuple _slot_shapes_of(int k):
+    """The shape rule of each slot of kernel k ("full" where the header gives none)."""
+    n_slots = len(fo_kernel_slots(k).split())
+    rules = tuple(fo_kernel_slot_shapes(k).decode().split())
+    return rules if rules else ("full",) * n_slots
+
+
 def kernels():
     """Every compiled kernel (a row of csrc/kernels.def) as a dict: its id, algorithm,
     param, grad and state dtypes ("8bit" for quantized state), hyperparameter
@@ -106,5 +113,6 @@ def kernels():
         "inputs": tuple(fo_kernel_inputs(k).decode().split()),
         "counters": tuple(fo_kernel_counters(k).decode().split()),
         "slots": tuple(fo_kernel_slots(k).decode().split()),
+        "slot_shapes": _slot_shapes_of(k),
         "block": fo_kernel_block(k),
     } for k in range(FO_N_KERNELS)]

@@ -61,7 +61,7 @@ cdef class ListBlocks:
             if not 0 <= b < n:
                 raise ValueError("ListBlocks: a tensor's block is out of range")
             for k in range(FO_MAX_SLOTS):
-                if not tensors.has_slot(i, k):
+                if not tensors.has_slot(i, k) and tensors.slot_applies(i, k):
                     self.slots_present[b] &= ~(1u << k)
 
     cdef int fill(self, const double *rows, double multiplier, const double *rounding,

@@ -107,6 +107,21 @@ cdef int _check_buffer(object arr, str name, int typenum) except -1:
     return 0
 
 
+def slot_shape(str rule, tuple shape):
+    """The shape of a state slot with this rule (fusedopt.h, fo_kernel_slot_shapes)
+    for a parameter of `shape`; None where the rule gives the parameter no such slot."""
+    if rule == "full":
+        return shape
+    if rule == "vector":
+        return shape if len(shape) < 2 else None
+    if rule != "rows" and rule != "cols":
+        raise ValueError(f"unknown slot shape rule {rule!r}")
+    cdef Py_ssize_t ndim = len(shape)
+    if ndim < 2:
+        return None
+    return shape[:ndim - 1] + (1,) if rule == "rows" else shape[:ndim - 2] + (1, shape[ndim - 1])
+
+
 cdef inline bint _same_shape(cnp.ndarray a, cnp.ndarray b):
     cdef int d, ndim = cnp.PyArray_NDIM(a)
     if cnp.PyArray_NDIM(b) != ndim:
@@ -173,6 +188,11 @@ cdef class TensorList:
     cdef Py_ssize_t _n_intervals
     cdef list _slot_names
     cdef double *_reduced
+    cdef bint _factored            # a slot of shape "rows"/"cols": per-tensor matrix shapes
+    cdef int64_t *_rows
+    cdef int64_t *_cols
+    cdef int64_t *_slot_sizes[FO_MAX_SLOTS]
+    cdef unsigned *_applicable     # per tensor: bit k set if its shape has slot k
     cdef int _param_storage_id     # fo_stats' storage ids, looked up once, not per step
     cdef int _grad_storage_id
 
@@ -184,7 +204,11 @@ cdef class TensorList:
         for k in range(FO_MAX_SLOTS):
             self._slot_ptrs[k] = NULL
             self._scale_ptrs[k] = NULL
+            self._slot_sizes[k] = NULL
         self._master_ptrs = NULL
+        self._rows = NULL
+        self._cols = NULL
+        self._applicable = NULL
         self._sizes = NULL
         self._offsets = NULL
         self._hyper = NULL
@@ -199,7 +223,11 @@ cdef class TensorList:
         for k in range(FO_MAX_SLOTS):
             free(self._slot_ptrs[k])
             free(self._scale_ptrs[k])
+            free(self._slot_sizes[k])
         free(self._master_ptrs)
+        free(self._rows)
+        free(self._cols)
+        free(self._applicable)
         free(self._sizes)
         free(self._offsets)
         free(self._hyper)
@@ -212,6 +240,7 @@ cdef class TensorList:
         cdef int64_t block = fo_kernel_block(kernel) if kernel >= 0 else 1
         cdef bint quantized = False
         cdef cnp.ndarray p, s
+        cdef tuple rules = ()
         if scales is None:
             scales = [[None] * n for _ in range(n_slots)]
         if masters is None:
@@ -235,11 +264,15 @@ cdef class TensorList:
             self.grad_typenum = _typenum_of_storage(fo_kernel_grad_storage(kernel).decode())
             self.state_typenum = _typenum_of_storage(fo_kernel_state_storage(kernel).decode())
             quantized = self.state_typenum == cnp.NPY_UINT8
+            rules = _slot_shapes_of(kernel)
         else:
             self.typenum = cnp.PyArray_TYPE(<cnp.ndarray>params[0]) if n else -1
             self.grad_typenum = self.state_typenum = self.typenum
         self._param_storage_id = _stats_storage_id(self.typenum)
         self._grad_storage_id = _stats_storage_id(self.grad_typenum)
+        if len(rules) < n_slots:
+            rules = rules + ("full",) * (n_slots - len(rules))
+        self._factored = "rows" in rules or "cols" in rules
         for i in range(n):
             check_array(params[i], f"params[{positions[i]}]", writeable)
             p = <cnp.ndarray>params[i]
@@ -250,10 +283,16 @@ cdef class TensorList:
                     continue
                 _check_buffer(slots[k][i], f"{slot_names[k]}[{positions[i]}]", self.state_typenum)
                 s = <cnp.ndarray>slots[k][i]
-                if not _same_shape(s, p):
+                expected = slot_shape(rules[k], (<object>p).shape)
+                if expected is None:
+                    raise ValueError(f"{slot_names[k]}[{positions[i]}]: params[{positions[i]}] of shape "
+                                     f"{(<object>p).shape} has no {slot_names[k]} state")
+                if (<object>s).shape != expected:
                     raise ValueError(
-                        f"{slot_names[k]}[{positions[i]}] must have the shape of params[{positions[i]}] "
+                        f"{slot_names[k]}[{positions[i]}] must have shape {expected} for params[{positions[i]}] "
                         f"{(<object>p).shape}, got {(<object>s).shape}")
+                if quantized and rules[k] != "full":
+                    raise ValueError("TensorList: 8-bit state is for slots of the parameter's shape only")
                 if quantized:
                     _check_buffer(scales[k][i], f"{slot_names[k]}_absmax[{positions[i]}]", cnp.NPY_FLOAT32)
                     if (cnp.PyArray_NDIM(<cnp.ndarray>scales[k][i]) != 1 or cnp.PyArray_SIZE(<cnp.ndarray>scales[k][i])
@@ -279,15 +318,20 @@ cdef class TensorList:
         self._offsets = <int64_t *>malloc((n + 1) * sizeof(int64_t))
         self._hyper = <int32_t *>malloc(max(n, 1) * sizeof(int32_t))
         self._intervals = <Interval *>malloc(max(n * (2 * n_slots + 2), 1) * sizeof(Interval))
+        self._rows = <int64_t *>calloc(max(n, 1), sizeof(int64_t))
+        self._cols = <int64_t *>calloc(max(n, 1), sizeof(int64_t))
+        self._applicable = <unsigned *>calloc(max(n, 1), sizeof(unsigned))
         for k in range(FO_MAX_SLOTS):
             self._slot_ptrs[k] = <void **>malloc(max(n, 1) * sizeof(void *))
             self._scale_ptrs[k] = <float **>malloc(max(n, 1) * sizeof(float *))
+            self._slot_sizes[k] = <int64_t *>calloc(max(n, 1), sizeof(int64_t))
         if (self._positions == NULL or self._param_ptrs == NULL or self._grad_ptrs == NULL
                 or self._master_ptrs == NULL or self._sizes == NULL or self._offsets == NULL
-                or self._hyper == NULL or self._intervals == NULL):
+                or self._hyper == NULL or self._intervals == NULL or self._rows == NULL
+                or self._cols == NULL or self._applicable == NULL):
             raise MemoryError()
         for k in range(FO_MAX_SLOTS):
-            if self._slot_ptrs[k] == NULL or self._scale_ptrs[k] == NULL:
+            if self._slot_ptrs[k] == NULL or self._scale_ptrs[k] == NULL or self._slot_sizes[k] == NULL:
                 raise MemoryError()
 
         self._offsets[0] = 0
@@ -299,6 +343,12 @@ cdef class TensorList:
             self._param_ptrs[i] = cnp.PyArray_DATA(p)
             self._grad_ptrs[i] = NULL
             self._sizes[i] = cnp.PyArray_SIZE(p)
+            if cnp.PyArray_NDIM(p) >= 2:
+                self._rows[i] = cnp.PyArray_DIMS(p)[cnp.PyArray_NDIM(p) - 2]
+                self._cols[i] = cnp.PyArray_DIMS(p)[cnp.PyArray_NDIM(p) - 1]
+            for k in range(n_slots):
+                if slot_shape(rules[k], (<object>p).shape) is not None:
+                    self._applicable[i] |= 1u << k
             # each tensor starts on a block boundary of the concatenated range
             self._offsets[i + 1] = self._offsets[i] + (self._sizes[i] + block - 1) // block * block
             self._add_interval(p, 0, positions[i])
@@ -313,6 +363,7 @@ cdef class TensorList:
                 if slots[k][i] is not None:
                     s = <cnp.ndarray>slots[k][i]
                     self._slot_ptrs[k][i] = cnp.PyArray_DATA(s)
+                    self._slot_sizes[k][i] = cnp.PyArray_SIZE(s)
                     self._add_interval(s, k + 1, positions[i])
                     if quantized:
                         s = <cnp.ndarray>scales[k][i]
@@ -337,6 +388,8 @@ cdef class TensorList:
         self.c.size = self._sizes
         self.c.offset = self._offsets
         self.c.hyper = self._hyper
+        self.c.rows = self._rows if self._factored else NULL
+        self.c.cols = self._cols if self._factored else NULL
         if kernel >= 0 and fo_kernel_n_reduced(kernel) > 0:
             self._reduced = <double *>calloc(max(n, 1) * fo_kernel_n_reduced(kernel), sizeof(double))
             if self._reduced == NULL:
@@ -383,6 +436,10 @@ cdef class TensorList:
     cdef bint has_slot(self, Py_ssize_t i, int k):
         return self._slot_ptrs[k][i] != NULL
 
+    cdef bint slot_applies(self, Py_ssize_t i, int k):
+        """True if tensor i's shape has slot k (its shape rule gives it one)."""
+        return (self._applicable[i] >> k) & 1u
+
     cdef int32_t hyper_of(self, Py_ssize_t i):
         return self._hyper[i]
 
@@ -404,6 +461,8 @@ cdef class TensorList:
                     or cnp.PyArray_TYPE(p) != self.typenum or not cnp.PyArray_IS_C_CONTIGUOUS(p)):
                 # resized, re-typed or re-strided in place since the plan was built
                 raise LayoutChanged()
+            if self._factored and not self._same_matrix(p, i):
+                raise LayoutChanged()     # reshaped in place: its factored state no longer fits
             if not cnp.PyArray_Check(g_obj):
                 raise TypeError(f"grads[{pos}] must be a numpy.ndarray, got {type(g_obj).__name__}")
             if not cnp.PyArray_CheckExact(g_obj) and isinstance(g_obj, np.ma.MaskedArray):
@@ -436,6 +495,14 @@ cdef class TensorList:
         self._check_slots_unchanged()
         return 0
 
+    cdef bint _same_matrix(self, cnp.ndarray p, Py_ssize_t i):
+        """True if p's last two dimensions are still those of tensor i's factored state."""
+        cdef int ndim = cnp.PyArray_NDIM(p)
+        if ndim < 2:
+            return self._rows[i] == 0 and self._cols[i] == 0
+        return (cnp.PyArray_DIMS(p)[ndim - 2] == self._rows[i]
+                and cnp.PyArray_DIMS(p)[ndim - 1] == self._cols[i])
+
     cdef int _check_slots_unchanged(self) except -1:
         """LayoutChanged if a state buffer (or absmax, or master copy) was resized,
         re-typed or made read-only in place (opt.state hands them out) since the plan
@@ -445,7 +512,7 @@ cdef class TensorList:
             for k in range(len(self.slots)):
                 if self._slot_ptrs[k][i] == NULL:
                     continue
-                _check_unchanged((<list>self.slots[k])[i], self._slot_ptrs[k][i], self._sizes[i],
+                _check_unchanged((<list>self.slots[k])[i], self._slot_ptrs[k][i], self._slot_sizes[k][i],
                                  self.state_typenum)
                 if self._scale_ptrs[k][i] != NULL:
                     _check_unchanged((<list>self.scales[k])[i], self._scale_ptrs[k][i],

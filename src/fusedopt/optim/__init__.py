@@ -7,6 +7,7 @@ shared machinery (param groups, per-array state, the plan, state_dict) is in
 """
 from ._base import Optimizer
 from .adadelta import Adadelta
+from .adafactor import Adafactor
 from .adagrad import Adagrad
 from .adam import Adam, AdamW
 from .adamax import Adamax
@@ -18,5 +19,5 @@ from .rmsprop import RMSprop
 from .schedule_free import AdamWScheduleFree, SGDScheduleFree
 from .sgd import SGD
 
-__all__ = ["Optimizer", "Adadelta", "Adagrad", "Adam", "AdamW", "AdamWScheduleFree", "Adamax", "LAMB", "Lion",
+__all__ = ["Optimizer", "Adadelta", "Adafactor", "Adagrad", "Adam", "AdamW", "AdamWScheduleFree", "Adamax", "LAMB", "Lion",
            "NAdam", "RAdam", "RMSprop", "SGD", "SGDScheduleFree"]

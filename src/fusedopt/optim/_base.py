@@ -275,17 +275,21 @@ class Optimizer:
 
     @staticmethod
     def _buffers(p, kernel, master, slot_numbers):
-        """{name: (shape, dtype)} of the buffers p needs: the given slots (8-bit: codes
-        and "<slot>_absmax" blocks), and "master"."""
+        """{name: (shape, dtype)} of the buffers p needs: the given slots that p's
+        shape has (by their shape rules), 8-bit ones as codes and "<slot>_absmax"
+        blocks, and "master"."""
         state = kernel["state_dtype"]
         out = {}
         for k in slot_numbers:
             name = kernel["slots"][k]
+            shape = _core.slot_shape(kernel["slot_shapes"][k], p.shape)
+            if shape is None:
+                continue
             if state == "8bit":
-                out[name] = (p.shape, np.dtype(np.uint8))
+                out[name] = (shape, np.dtype(np.uint8))
                 out[name + "_absmax"] = ((-(-p.size // _core.QUANTIZATION_BLOCK),), np.dtype(np.float32))
             else:
-                out[name] = (p.shape, np.dtype(state))
+                out[name] = (shape, np.dtype(state))
         if master:
             out["master"] = (p.shape, np.dtype(np.float32))
         return out
@@ -391,6 +395,7 @@ class Optimizer:
         positions_of_kernel, new_states, first, layouts = {}, {}, {}, {}
         group_of = [g for g, copy in enumerate(params_copies) for _ in copy]
         group_counters = self._group_counters(old, params, group_of)
+        rules = self.spec.slot_shapes
         for position, p in enumerate(params):
             _core.check_array(p, f"params[{position}]", True)
             if id(p) in new_states:
@@ -402,7 +407,8 @@ class Optimizer:
                 state = _ArrayState(p, n_counters)
                 state.counters = group_counters.get(group_of[position], state.counters)
             for name, buffer in state.slots.items():
-                if buffer.shape != p.shape and buffer.size == p.size and not name.endswith("_absmax"):
+                if (buffer.shape != p.shape and buffer.size == p.size and not name.endswith("_absmax")
+                        and rules.get(name, "full") in ("full", "vector")):
                     state.slots[name] = buffer.reshape(p.shape)   # p was reshaped in place: a view
             new_states[id(p)] = state
             kernel, master = self._layout(p, self._grad_dtypes.get(id(p)), f"params[{position}]")
@@ -426,6 +432,8 @@ class Optimizer:
                 # what these options need, allocated where missing; kept buffers stay in the plan
                 wanted = self._buffers(p, kernel, master, needed[g])
                 kept = self._buffers(p, kernel, master, range(len(slot_names)))
+                if self.spec.factored:
+                    self._check_factored_state(state, kept, p, position)
                 for name, (shape, dtype) in kept.items():
                     buffer = state.slots.get(name)
                     if buffer is None and name in wanted:
@@ -470,6 +478,15 @@ class Optimizer:
         self._states = new_states
         self._members = members
         self._stepper.plan = plan
+
+    def _check_factored_state(self, state, kept, p, position):
+        """ValueError if p was reshaped in place so that its factored state (row and
+        column statistics of its last two dimensions) no longer fits it."""
+        for name, buffer in state.slots.items():
+            if name not in kept or buffer.shape != kept[name][0]:
+                raise ValueError(f"params[{position}] now has shape {p.shape}, but its "
+                                 f"{type(self).__name__} state {name!r} was made for another shape "
+                                 f"({buffer.shape}): it was reshaped in place; reshape it back")
 
     def _group_counters(self, states, params, group_of):
         """{group: counters a new array of the group starts with}, for groups with
@@ -640,8 +657,10 @@ class Optimizer:
                 groups.append(saved)
             params = self._all_params()
             # copies, in the parameter's shape (it may have been reshaped in place since)
+            rules = self.spec.slot_shapes
             state = {i: {name: (np.array(value, copy=True).reshape(
-                                    value.shape if name.endswith("_absmax") else params[i].shape)
+                                    value.shape if name.endswith("_absmax") or rules.get(name, "full") != "full"
+                                    else params[i].shape)
                                 if isinstance(value, np.ndarray) else value)
                          for name, value in entry.items()}
                      for i, entry in self.state.items()}

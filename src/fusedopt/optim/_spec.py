@@ -14,7 +14,7 @@ import numpy as np
 from .. import _core
 
 #: the checks a hyperparameter can get (see _ext/hyper.pxi)
-KINDS = ("lr", "rate", "unit", "positive", "bool", "betas")
+KINDS = ("lr", "rate", "unit", "positive", "bool", "betas", "real", "eps_pair")
 
 #: the compiled kernels (rows of csrc/kernels.def)
 KERNELS = tuple(_core.kernels())
@@ -38,9 +38,11 @@ class Hyper:
     kind : str
         Its check: "lr" (number >= 0 or schedule), "rate" (finite >= 0), "unit"
         (in [0, 1]), "positive" (finite > 0, not 0 in float32), "bool", "betas"
-        (pair in [0, 1)).
+        (pair in [0, 1)), "real" (finite), "eps_pair" (pair: None or finite >= 0,
+        then finite >= 0; None fills -1).
     fields : tuple of str
-        The kernel inputs it fills (default: its name; betas fill beta1, beta2).
+        The kernel inputs it fills (default: its name; betas fill beta1, beta2;
+        an eps_pair fills eps1, eps2).
     """
 
     name: str
@@ -51,7 +53,8 @@ class Hyper:
         if self.kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
         if not self.fields:
-            object.__setattr__(self, "fields", ("beta1", "beta2") if self.kind == "betas" else (self.name,))
+            pairs = {"betas": ("beta1", "beta2"), "eps_pair": ("eps1", "eps2")}
+            object.__setattr__(self, "fields", pairs.get(self.kind, (self.name,)))
 
 
 @dataclass(frozen=True)
@@ -110,6 +113,18 @@ class Spec:
     def slots(self):
         """Names of the state slots, in the kernel's order."""
         return self._any_kernel()["slots"]
+
+    @property
+    def slot_shapes(self):
+        """{slot: its shape rule}: "full" (the parameter's shape), "rows", "cols" or
+        "vector" (see _core.slot_shape)."""
+        entry = self._any_kernel()
+        return dict(zip(entry["slots"], entry["slot_shapes"]))
+
+    @property
+    def factored(self):
+        """True if some slot is factored (rows or columns of the last two dimensions)."""
+        return any(rule in ("rows", "cols") for rule in self.slot_shapes.values())
 
     @property
     def counters(self):

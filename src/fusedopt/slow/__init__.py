@@ -13,6 +13,7 @@ stochastic rounding) has its twins in :mod:`fusedopt.slow.storage` and
 """
 from . import quantization, storage
 from .adadelta import adadelta_
+from .adafactor import adafactor_
 from .adagrad import adagrad_
 from .adam import adam_
 from .adamax import adamax_
@@ -24,5 +25,5 @@ from .rmsprop import rmsprop_
 from .schedule_free import schedule_free_
 from .sgd import sgd_
 
-__all__ = ["adadelta_", "adagrad_", "adam_", "adamax_", "lamb_", "lion_", "nadam_", "radam_",
+__all__ = ["adadelta_", "adafactor_", "adagrad_", "adam_", "adamax_", "lamb_", "lion_", "nadam_", "radam_",
            "rmsprop_", "schedule_free_", "sgd_", "quantization", "storage"]

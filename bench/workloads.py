@@ -67,7 +67,8 @@ class Workload:
 
 
 def parse_workload(name):
-    """The Workload called `name`: a key of SINGLE_SIZES or MODELS, or any element count ("2e6").
+    """The Workload called `name`: a key of SINGLE_SIZES or MODELS, any element count ("2e6"),
+    or one matrix ("1000x1000").
 
     Raises
     ------
@@ -76,6 +77,14 @@ def parse_workload(name):
     """
     if name in MODELS:
         return Workload(name, tuple(MODELS[name]), is_model=True)
+    if "x" in name:   # one matrix, "1000x1000": for optimizers with factored state
+        try:
+            shape = tuple(int(float(n)) for n in name.split("x"))
+        except ValueError:
+            raise ValueError(f"unknown workload {name!r}: a matrix is written RxC, e.g. 1000x1000") from None
+        if len(shape) != 2 or min(shape) <= 0:
+            raise ValueError(f"a matrix workload needs two positive sizes, got {name!r}")
+        return Workload(name, (shape,))
     size = SINGLE_SIZES.get(name)
     if size is None:
         try:

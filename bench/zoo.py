@@ -4,16 +4,18 @@
     PYTHONPATH=src python bench/zoo.py --quick          # no 3.2e7, 3 rounds, 5 ms samples: a smoke run
     PYTHONPATH=src python bench/zoo.py --only adagrad,lion --sizes 1e5 1e6
 
-For each optimizer of the zoo (Adagrad, RMSprop, Adamax, NAdam, RAdam, Adadelta,
-Lion; ``--only adam`` adds Adam as a reference) and each workload (one 1-D
+For each optimizer of the zoo (Adagrad, RMSprop, Adamax, NAdam, RAdam, Adadelta, Adafactor,
+Lion; ``--only adam`` adds Adam as a reference, ``--only muon`` Muon, on matrix
+workloads such as ``--sizes 256x256 1024x4096``) and each workload (one 1-D
 float32 parameter of 1e3, 1e5, 1e6, 3.2e7 elements, and the 62 tensors of
 ResNet-18, bench/workloads.py), one step of ``fusedopt.<Name>`` (the list API)
 is timed against ``torch.optim.<Name>`` on tensors of the same values, round-robin
 with bench/harness.py (median over rounds of per-round samples), both on
 ``--threads`` threads (default 2).  The torch peer is its fastest CPU path:
 ``fused=True`` where torch accepts it on CPU (found by constructing and
-stepping it at start-up: Adagrad in torch 2.13), ``foreach=True`` otherwise;
-the output says which.  Lion has no torch peer.  Both sides get the same
+stepping it at start-up: Adagrad in torch 2.13), ``foreach=True`` otherwise
+(torch.optim.Muon has neither: its single-tensor path); the output says which.
+A workload "RxC" is one R x C matrix (Adafactor factors it; Muon needs it).  Lion has no torch peer.  Both sides get the same
 hyperparameters (torch's defaults, weight decay 0: ``ZOO`` below).
 
 STREAM copy / triad / update (bench/stream.py) are measured in the same run on
@@ -30,6 +32,11 @@ Bytes moved per element (float32, every array read and/or written once):
     RAdam     p r+w 8 + g 4 + exp_avg r+w 8 + exp_avg_sq r+w 8   = 28
     Adadelta  p r+w 8 + g 4 + square_avg r+w 8 + acc_delta r+w 8 = 28
     Lion      p r+w 8 + g 4 + exp_avg r+w 8                      = 20
+    Adafactor matrix: (p, g) + g + (p r+w, g) = 24, three passes: the step size needs
+              ||p|| and ||u||, u needs the row and column sums; vector: (p, g, variance)
+              + (p r+w, g, variance r+w) = 32, two passes
+    Muon      bound by the Newton-Schulz matmuls (~ 5 x (4 A B^2 + 2 A^3) flops for
+              an A x B matrix, A <= B), not by memory; % roof means nothing for it
     (Adam     p r+w 8 + g 4 + exp_avg r+w 8 + exp_avg_sq r+w 8   = 28)
 
 The targets (of the issue), checked per optimizer: at least as fast as the torch
@@ -44,6 +51,7 @@ zoo-<date>-<time>.md and .json (every sample, the machine).  See bench/README.md
 import argparse
 import datetime
 import gc
+import math
 import os
 import shlex
 import sys
@@ -51,6 +59,7 @@ import time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -102,15 +111,35 @@ class Optimizer:
     slots: tuple
     has_torch: bool = True
     default: bool = True
+    matrices_only: bool = False
+    passes: Optional[Callable] = None
+    passes_formula: str = ""
 
     @property
     def bytes_per_element(self):
         return ITEMSIZE * (3 + 2 * len(self.slots))  # p read + written, g read, each slot read + written
 
+    def bytes_per_element_of(self, workload):
+        """Bytes per element a step over `workload` moves: one pass, or what `passes`
+        (bytes per element of a parameter shape) says, averaged over the elements."""
+        if self.passes is None:
+            return self.bytes_per_element
+        return sum(self.passes(shape) * math.prod(shape) for shape in workload.shapes) / workload.n_elements
+
     @property
     def bytes_formula(self):
+        if self.passes is not None:
+            return self.passes_formula
         return " + ".join([f"p r+w {2 * ITEMSIZE}", f"g {ITEMSIZE}",
                            *(f"{s} r+w {2 * ITEMSIZE}" for s in self.slots)]) + f" = {self.bytes_per_element}"
+
+
+def adafactor_passes(shape):
+    """Adafactor's bytes per float32 element: a matrix (..., R, C) is read in three passes
+    (p and g for the row/column sums and ||p||; g for ||u||; p, g and p written for the
+    update; the row and column state is O(R + C)); a vector in two (p, g, variance for
+    ||p|| and ||u||; then p, g, variance read and p, variance written)."""
+    return ITEMSIZE * (6 if len(shape) >= 2 else 8)
 
 
 BETAS = (0.9, 0.999)
@@ -125,6 +154,13 @@ ZOO = {o.name: o for o in [
     Optimizer("adadelta", "Adadelta", dict(lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0),
               ("square_avg", "acc_delta")),
     Optimizer("lion", "Lion", dict(lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0), ("exp_avg",), has_torch=False),
+    Optimizer("adafactor", "Adafactor", dict(lr=1e-2, beta2_decay=-0.8, eps=(None, 1e-3), d=1.0, weight_decay=0.0),
+              ("variance",), passes=adafactor_passes,
+              passes_formula="matrix: (p, g) + g + (p r+w, g) = 24; vector: (p, g, variance) + "
+                             "(p r+w, g, variance r+w) = 32 (the norms need a pass before the update)"),
+    # 2-D only, and bound by the Newton-Schulz matmuls, not by memory: run it on matrix workloads
+    Optimizer("muon", "Muon", dict(lr=1e-3, weight_decay=0.1, momentum=0.95, nesterov=True),
+              ("momentum_buffer", "update"), matrices_only=True, default=False),
     # a reference already measured by bench/run.py (torch fused): not run unless named
     Optimizer("adam", "Adam", dict(lr=1e-3, betas=BETAS, eps=1e-8, weight_decay=0.0), ("exp_avg", "exp_avg_sq"),
               default=False),
@@ -180,19 +216,24 @@ def import_torch():
 
 
 def torch_path(torch, optimizer):
-    """("fused" or "foreach", why not fused): fused where torch's CPU optimizer takes it
-    (constructed and stepped on a small tensor), foreach otherwise."""
+    """("fused", "foreach" or "single", why not fused): fused where torch's CPU optimizer
+    takes it (constructed and stepped on a small matrix), else foreach where it takes
+    that, else its single-tensor path (torch.optim.Muon has no other)."""
     cls = getattr(torch.optim, optimizer.cls)
-    param = torch.nn.Parameter(torch.ones(64))
-    param.grad = torch.full((64,), 1e-3)
-    try:
-        cls([param], **optimizer.hyper, fused=True).step()
-    except Exception as error:  # noqa: BLE001  TypeError (no `fused` argument) or a CPU rejection at step
-        text = str(error).splitlines()[0] if str(error) else ""
-        reason = ("no `fused` argument" if isinstance(error, TypeError) and "fused" in text
-                  else f"fused=True fails on CPU: {type(error).__name__}: {text[:120]}")
-        return "foreach", reason
-    return "fused", None
+    reason = None
+    for path in ("fused", "foreach"):
+        param = torch.nn.Parameter(torch.ones(8, 8))
+        param.grad = torch.full((8, 8), 1e-3)
+        try:
+            cls([param], **optimizer.hyper, **{path: True}).step()
+        except Exception as error:  # noqa: BLE001  TypeError (no such argument) or a CPU rejection at step
+            text = str(error).splitlines()[0] if str(error) else ""
+            why = (f"no `{path}` argument" if isinstance(error, TypeError) and path in text
+                   else f"{path}=True fails on CPU: {type(error).__name__}: {text[:120]}")
+            reason = why if reason is None else f"{reason}; {why}"
+            continue
+        return path, reason
+    return "single", reason
 
 
 def torch_peers(torch, optimizers):
@@ -212,7 +253,7 @@ def fusedopt_missing(optimizers):
     missing = {}
     for o in optimizers:
         try:
-            getattr(fusedopt, o.cls)([np.ones(64, np.float32)], **o.hyper).step([np.full(64, 1e-3, np.float32)])
+            getattr(fusedopt, o.cls)([np.ones((8, 8), np.float32)], **o.hyper).step([np.full((8, 8), 1e-3, np.float32)])
         except Exception as error:  # noqa: BLE001  AttributeError, or TypeError "no kernel ... is compiled"
             missing[o.name] = f"fusedopt.{o.cls} does not run in this build ({type(error).__name__}: {error})"
     return missing
@@ -226,8 +267,8 @@ def run_case(workload, optimizer, params, grads, torch, peer, args, set_threads,
     setup = partial(set_threads, threads)
     record = {"workload": workload.name, "n_elements": workload.n_elements, "n_tensors": len(workload.shapes),
               "optimizer": optimizer.name, "torch_path": peer["path"],
-              "bytes_per_element": optimizer.bytes_per_element,
-              "bytes_per_step": optimizer.bytes_per_element * workload.n_elements}
+              "bytes_per_element": optimizer.bytes_per_element_of(workload),
+              "bytes_per_step": optimizer.bytes_per_element_of(workload) * workload.n_elements}
     setup()
     fo_params = [p.copy() for p in params]
     fo = getattr(fusedopt, optimizer.cls)(fo_params, **optimizer.hyper)
@@ -240,7 +281,8 @@ def run_case(workload, optimizer, params, grads, torch, peer, args, set_threads,
             tensors = [torch.nn.Parameter(torch.from_numpy(p.copy())) for p in params]
             for tensor, g in zip(tensors, grads):
                 tensor.grad = torch.from_numpy(g)     # shares the NumPy gradient's memory
-            peer_opt = getattr(torch.optim, optimizer.cls)(tensors, **optimizer.hyper, **{peer["path"]: True})
+            flag = {} if peer["path"] == "single" else {peer["path"]: True}
+            peer_opt = getattr(torch.optim, optimizer.cls)(tensors, **optimizer.hyper, **flag)
             peer_opt.step()
         except Exception as error:  # noqa: BLE001  a peer that cannot run a case must not end the run
             record["torch_error"] = f"{type(error).__name__}: {error}"
@@ -321,6 +363,7 @@ def report(args, machine, peers, stream_records, roof, records, targets, notes):
              f"lasting >= {args.min_time * 1e3:g} ms; median = median over rounds"]
 
     rows = [[o.cls, "—" if peers[o.name]["path"] is None else
+             f"torch.optim.{o.cls}()" if peers[o.name]["path"] == "single" else
              f"torch.optim.{o.cls}({peers[o.name]['path']}=True)",
              peers[o.name]["why"] or "", ", ".join(f"{k}={v}" for k, v in o.hyper.items())]
             for o in args.optimizers]
@@ -333,7 +376,7 @@ def report(args, machine, peers, stream_records, roof, records, targets, notes):
     for r in records:
         fo, pt = r["fusedopt"], r.get("torch")
         show_roof = r["n_elements"] >= ROOF_FROM
-        rows.append([ZOO[r["optimizer"]].cls, r["torch_path"] or "—", r["bytes_per_element"], r["workload"],
+        rows.append([ZOO[r["optimizer"]].cls, r["torch_path"] or "—", f"{r['bytes_per_element']:.3g}", r["workload"],
                      format_seconds(fo["median_s"]), format_seconds(pt["median_s"]) if pt else "—",
                      fmt(r.get("speedup"), ".2f", "x"), f"{fo['gbps']:.2f}",
                      fmt(fo.get("roof_pct") if show_roof else None, ".0f", "%"),
@@ -393,6 +436,10 @@ def main(argv=None):
             progress.stage(f"{workload.name}: arrays")
             params, grads = problem_arrays(workload, np.float32)
             for optimizer in args.optimizers:
+                if optimizer.matrices_only and any(len(shape) != 2 for shape in workload.shapes):
+                    notes.append(f"{optimizer.cls} {workload.name}: skipped (2-D parameters only)")
+                    progress.shrink(args.repeats * (1 + (peers[optimizer.name]["path"] is not None)))
+                    continue
                 progress.stage(f"{workload.name} {optimizer.name}")
                 record = run_case(workload, optimizer, params, grads, torch, peers[optimizer.name], args,
                                   set_threads, progress)

@@ -346,31 +346,24 @@ static void factor_sums(const factored *f, const fo_tensor_list *t, const void *
     f->fn(FO_FACTOR_SUMS, t, unit, hyper, &f->work, col_out, f->unit_value + u);
 }
 
-/* Matrix m (over all factored tensors): complete its column sums, then its state. */
-static void factor_state(const factored *f, const fo_tensor_list *t, const void *hyper, int64_t m)
+/* The state of unit u's matrices, from their complete column sums (a split
+ * matrix: by its first unit, which adds the units' partial column sums first). */
+static void factor_state(const factored *f, const fo_tensor_list *t, const void *hyper, int64_t u)
 {
-    int64_t lo = 0, hi = t->n_tensors, i, b, j, q;
-    fo_factor_unit whole;
-    while (hi - lo > 1) {   /* the last tensor with matrix_at <= m that has matrices */
-        const int64_t mid = lo + (hi - lo) / 2;
-        if (f->work.matrix_at[mid] <= m) lo = mid;
-        else hi = mid;
-    }
-    i = lo;
-    while (f->unit_first[i + 1] == f->unit_first[i]) i--;   /* skip tensors without matrices */
-    b = m - f->work.matrix_at[i];
+    const fo_factor_unit *unit = &f->units[u];
+    const int64_t i = unit->tensor;
+    fo_factor_unit whole = *unit;
+    int64_t j, q;
     if (f->split[i] > 1) {
-        const int64_t c = t->cols[i], first = f->unit_first[i] + b * f->split[i];
-        double *col = f->work.col_sum + f->work.col_at[i] + b * c;
+        const int64_t c = t->cols[i], first = u;
+        double *col = f->work.col_sum + f->work.col_at[i] + unit->matrix * c;
+        if (unit->row_begin != 0) return;
         for (j = 0; j < c; j++) {
             double sum = 0.0;
             for (q = 0; q < f->split[i]; q++) sum += f->partial[f->partial_at[first + q] + j];
             col[j] = sum;
         }
     }
-    whole.tensor = i;
-    whole.matrix = b;
-    whole.n_matrices = 1;
     whole.row_begin = 0;
     whole.row_end = t->rows[i];
     f->fn(FO_FACTOR_STATE, t, &whole, hyper, &f->work, NULL, NULL);
@@ -449,8 +442,8 @@ int fo_step_prepared(int kernel, const fo_tensor_list *t, double *hyper, int64_t
             if (factor) {
 #pragma omp for schedule(dynamic, 1)
                 for (b = 0; b < f.n_units; b++) factor_sums(&f, t, hyper, b);
-#pragma omp for schedule(dynamic, 16)
-                for (b = 0; b < f.n_matrices; b++) factor_state(&f, t, hyper, b);
+#pragma omp for schedule(dynamic, 1)
+                for (b = 0; b < f.n_units; b++) factor_state(&f, t, hyper, b);
 #pragma omp for schedule(dynamic, 1)
                 for (b = 0; b < f.n_units; b++) factor_norm(&f, t, hyper, b);
 #pragma omp single
@@ -472,7 +465,7 @@ int fo_step_prepared(int kernel, const fo_tensor_list *t, double *hyper, int64_t
         }
         if (factor) {
             for (b = 0; b < f.n_units; b++) factor_sums(&f, t, hyper, b);
-            for (b = 0; b < f.n_matrices; b++) factor_state(&f, t, hyper, b);
+            for (b = 0; b < f.n_units; b++) factor_state(&f, t, hyper, b);
             for (b = 0; b < f.n_units; b++) factor_norm(&f, t, hyper, b);
             factor_totals(&f, t, m->n_reduced, 0);
             factor_totals(&f, t, m->n_reduced, 1);

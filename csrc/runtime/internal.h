@@ -67,7 +67,7 @@ typedef struct {
 } fo_factor_work;
 
 /* The phases of a factored algorithm, in order, each over every unit (STATE: over
- * every matrix, as a unit of one whole matrix):
+ * each unit's matrices, whole, and each split matrix once):
  *   SUMS   row sums of the unit's rows into work; its column sums (over the unit's
  *          rows) into col_out[(matrix - unit->matrix) * C + j]; *unit_out, a partial
  *          of reduced value 0 (the driver adds the tensor's partials, in unit order)

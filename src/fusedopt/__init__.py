@@ -1,5 +1,5 @@
 """fusedopt: fused native optimizer kernels (Adam, AdamW, SGD, Adagrad, RMSprop, Adamax, NAdam,
-RAdam, Adadelta, Adafactor, Lion, LAMB, schedule-free AdamW and SGD) for NumPy models.
+RAdam, Adadelta, Adafactor, Lion, LAMB, Muon, schedule-free AdamW and SGD) for NumPy models.
 
 The optimizers update float32 and float64 NumPy arrays in place, in one pass
 over memory, with OpenMP threads and the GIL released::
@@ -15,11 +15,12 @@ from ._core import get_num_threads, set_num_threads
 from ._version import __version__
 from .checkpoint import load, save
 from .flat import FlatParams
-from .optim import (LAMB, SGD, Adadelta, Adafactor, Adagrad, Adam, Adamax, AdamW, AdamWScheduleFree, Lion, NAdam, Optimizer,
-                    RAdam, RMSprop, SGDScheduleFree)
+from .optim import (LAMB, SGD, Adadelta, Adafactor, Adagrad, Adam, Adamax, AdamW, AdamWScheduleFree, Lion, Muon,
+                    NAdam, Optimizer, RAdam, RMSprop, SGDScheduleFree)
 
 __all__ = [
-    "Adadelta", "Adafactor", "Adagrad", "Adam", "AdamW", "Adamax", "LAMB", "Lion", "NAdam", "RAdam", "RMSprop", "SGD",
+    "Adadelta", "Adafactor", "Adagrad", "Adam", "AdamW", "Adamax", "LAMB", "Lion", "Muon", "NAdam", "RAdam",
+    "RMSprop", "SGD",
     "AdamWScheduleFree", "SGDScheduleFree", "Optimizer", "FlatParams", "functional", "schedules",
     "get_num_threads", "set_num_threads", "simd_path", "info", "save", "load", "__version__",
 ]

@@ -13,11 +13,12 @@ from .adam import Adam, AdamW
 from .adamax import Adamax
 from .lamb import LAMB
 from .lion import Lion
+from .muon import Muon
 from .nadam import NAdam
 from .radam import RAdam
 from .rmsprop import RMSprop
 from .schedule_free import AdamWScheduleFree, SGDScheduleFree
 from .sgd import SGD
 
-__all__ = ["Optimizer", "Adadelta", "Adafactor", "Adagrad", "Adam", "AdamW", "AdamWScheduleFree", "Adamax", "LAMB", "Lion",
-           "NAdam", "RAdam", "RMSprop", "SGD", "SGDScheduleFree"]
+__all__ = ["Optimizer", "Adadelta", "Adafactor", "Adagrad", "Adam", "AdamW", "AdamWScheduleFree", "Adamax", "LAMB",
+           "Lion", "Muon", "NAdam", "RAdam", "RMSprop", "SGD", "SGDScheduleFree"]

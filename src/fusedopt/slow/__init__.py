@@ -19,11 +19,12 @@ from .adam import adam_
 from .adamax import adamax_
 from .lamb import lamb_
 from .lion import lion_
+from .muon import muon_
 from .nadam import nadam_
 from .radam import radam_
 from .rmsprop import rmsprop_
 from .schedule_free import schedule_free_
 from .sgd import sgd_
 
-__all__ = ["adadelta_", "adafactor_", "adagrad_", "adam_", "adamax_", "lamb_", "lion_", "nadam_", "radam_",
+__all__ = ["adadelta_", "adafactor_", "adagrad_", "adam_", "adamax_", "lamb_", "lion_", "muon_", "nadam_", "radam_",
            "rmsprop_", "schedule_free_", "sgd_", "quantization", "storage"]

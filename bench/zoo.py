@@ -302,8 +302,8 @@ def run_case(workload, optimizer, params, grads, torch, peer, args, set_threads,
         record[side] = {"median_s": v.median, "min_s": v.best, "samples": v.samples, "sample_min": v.sample_min,
                         "calls_per_sample": v.calls_per_sample,
                         "gbps": record["bytes_per_step"] / v.median / 1e9}
-    record["finite_after"] = bool(all(np.isfinite(p).all() for p in fo_params)
-                                  and all(torch.isfinite(t.detach()).all() for t in tensors))
+    record["finite_after"] = bool(all(np.isfinite(p).all() for p in fo_params))
+    record["torch_finite_after"] = bool(all(torch.isfinite(t.detach()).all() for t in tensors))
     if "torch" in record:
         record["speedup"] = record["torch"]["median_s"] / record["fusedopt"]["median_s"]
     return record
@@ -446,6 +446,14 @@ def main(argv=None):
                 if record.get("first_step_rel_diff", 0) > DISAGREE:
                     notes.append(f"{optimizer.cls} {workload.name}: fusedopt and torch disagree after the first "
                                  f"step (max difference {record['first_step_rel_diff']:.2g} x the update)")
+                if not record["finite_after"] or not record["torch_finite_after"]:
+                    sides = [side for side, key in (("fusedopt", "finite_after"), ("torch", "torch_finite_after"))
+                             if not record[key]]
+                    why = (": the same gradient at every step, and Adafactor's step is relative (about lr "
+                           "times the parameters' RMS), so the parameters grow geometrically and overflow after "
+                           "~1e4 steps, on both sides" if optimizer.name == "adafactor" else "")
+                    notes.append(f"{optimizer.cls} {workload.name}: {' and '.join(sides)} ended the timed steps "
+                                 f"with non-finite parameters{why}")
                 if "torch_error" in record:
                     notes.append(f"{optimizer.cls} {workload.name}: torch peer failed: {record['torch_error']}")
                 timings.append(record.pop("timing"))

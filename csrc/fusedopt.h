@@ -69,8 +69,9 @@ typedef struct {
     double *reduced;            /* n_tensors x fo_kernel_n_reduced(): per-tensor reduction results */
     /* Factored kernels (a slot of shape "rows" or "cols"): tensor i is size[i] /
      * (rows[i] * cols[i]) matrices of rows[i] x cols[i] (its last two dimensions);
-     * rows[i] == 0 for a tensor of fewer than two dimensions, which is not factored.
-     * NULL for other kernels. */
+     * rows[i] == 0 for a tensor of fewer than two dimensions, which is not factored
+     * (and for one whose last-but-one dimension is 0: it has no elements, so no
+     * pass touches it).  NULL for other kernels. */
     const int64_t *rows;
     const int64_t *cols;
 } fo_tensor_list;

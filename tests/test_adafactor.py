@@ -317,3 +317,34 @@ def test_nonfinite_gradients_propagate_as_torch():
     g[1, 2] = np.nan
     fusedopt.Adafactor([p]).step([g])
     assert np.isnan(p).any()
+
+
+def test_reshape_keeping_the_matrix_saves_and_loads():
+    """(3, 4) -> (1, 3, 4) in place keeps the factored state (as views); the state_dict
+    holds it in the new shapes and loads back."""
+    p = np.ones((3, 4), np.float32)
+    opt = fusedopt.Adafactor([p])
+    opt.step([np.ones((3, 4), np.float32)])
+    p.shape = (1, 3, 4)
+    assert opt.step([np.ones((1, 3, 4), np.float32)])
+    saved = pickle.loads(pickle.dumps(opt.state_dict()))
+    assert saved["state"][0]["row_var"].shape == (1, 3, 1)
+    other = fusedopt.Adafactor([p.copy()])
+    other.load_state_dict(saved)
+    assert pickle.loads(pickle.dumps(opt)).state[0]["col_var"].shape == (1, 1, 4)
+
+
+def test_a_vector_made_a_matrix_is_refused_naming_its_state():
+    p = np.ones(12)
+    opt = fusedopt.Adafactor([p])
+    opt.step([np.ones(12)])
+    p.shape = (3, 4)
+    with pytest.raises(ValueError, match=r"params\[0\].*'variance'.*\(12,\)"):
+        opt.step([np.ones((3, 4))])
+
+
+def test_huge_integer_hyperparameters_are_refused_naming_them():
+    with pytest.raises(ValueError, match="d must be a finite"):
+        fusedopt.Adafactor([np.ones((2, 2))], d=10 ** 400)
+    with pytest.raises(ValueError, match=r"eps\[0\]"):
+        fusedopt.Adafactor([np.ones((2, 2))], eps=(10 ** 400, 1e-3))

@@ -190,3 +190,80 @@ def test_schedule_gives_each_steps_rate():
     for k, step_grads in enumerate(grads):
         slow.muon_(expected, step_grads[0], buf, **dict(opts, lr=1e-2 / (1 + k)))
     np.testing.assert_allclose(got[0], expected, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("shape", [(5, 0), (0, 5), (0, 0)])
+def test_empty_matrices_are_left_alone(shape):
+    q = np.ones((3, 3), np.float32)
+    p = np.ones(shape, np.float32)
+    opt = fusedopt.Muon([q, p])
+    assert opt.step([np.ones((3, 3), np.float32), np.ones(shape, np.float32)])
+    assert not np.array_equal(q, np.ones((3, 3), np.float32)) and opt.step_count == 1
+
+
+def test_reshaped_in_place_is_checked_before_anything_changes():
+    """To a non-matrix: ValueError naming it, with the momentum and the counters as
+    they were; to another matrix of the same size: the step goes on element-wise
+    (as every optimizer's state does) and the state_dict has the new shape."""
+    p = np.random.default_rng(0).random((4, 6)).astype(np.float32)
+    opt = fusedopt.Muon([p])
+    opt.step([np.ones((4, 6), np.float32)])
+    momentum, before = opt.state[0]["momentum_buffer"].copy(), p.copy()
+    p.shape = (24,)
+    with pytest.raises(ValueError, match=r"params\[0\].*2-D"):
+        opt.step([np.ones(24, np.float32)])
+    p.shape = (4, 6)
+    assert np.array_equal(p, before) and np.array_equal(opt.state[0]["momentum_buffer"], momentum)
+    assert opt.step_count == 1 and opt.state[0]["step"] == 1
+    p.shape = (6, 4)
+    assert opt.step([np.ones((6, 4), np.float32)])
+    assert opt.state_dict()["state"][0]["momentum_buffer"].shape == (6, 4)
+
+
+def test_a_schedule_runs_once_per_step_and_cannot_step():
+    calls = []
+    p = np.ones((3, 4))
+
+    def rate(k):
+        calls.append(k)
+        return 1e-2
+
+    opt = fusedopt.Muon([p], lr=rate)
+    opt.step([np.ones((3, 4))])
+    assert calls == [0]
+
+    def reentrant(k):
+        opt.step([np.ones((3, 4))])
+        return 1e-2
+
+    opt.param_groups[0]["lr"] = reentrant
+    before = p.copy()
+    with pytest.raises(RuntimeError, match="already stepping"):
+        opt.step([np.ones((3, 4))])
+    assert np.array_equal(p, before) and opt.step_count == 1
+
+
+def test_concurrent_steps_raise_instead_of_interleaving():
+    """Two threads stepping one Muon: each call either steps whole or raises
+    RuntimeError; the counts agree."""
+    import threading
+
+    p = np.ones((64, 64), np.float32)
+    opt = fusedopt.Muon([p])
+    grads = [np.full((64, 64), 1e-3, np.float32)]
+    outcomes = []
+
+    def worker():
+        for _ in range(20):
+            try:
+                outcomes.append(opt.step(grads))
+            except RuntimeError:
+                outcomes.append("busy")
+
+    threads = [threading.Thread(target=worker) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(outcomes) == 60
+    assert opt.step_count == outcomes.count(True) == opt.state[0]["step"]

@@ -10,7 +10,6 @@
  *   FO_DERIVED_<name>(X)   per-step constants computed by prepare
  *   FO_SLOTS_<name>(X)     state slots, in slot order
  *   FO_N_REDUCED_<name>    per-tensor reduction values (0: element-wise only)
- *   FO_FACTORED_<name>     1 if some slot is factored ("rows"/"cols"), else 0
  *   static unsigned fo_<name>_slots_needed(const fo_<name>_hyper *h): bit k set
  *                          when these options read and write slot k
  *   static void fo_<name>_prepare(fo_<name>_hyper *h): once per step and block

@@ -27,6 +27,9 @@ MAX_THREADS: Final[int]
 def forked_child() -> bool:
     """True in a process forked after the kernels ran threads (they run on one thread there)."""
 
+def fork_generation() -> int:
+    """How many forks this process descends from."""
+
 def kernels() -> list[dict[str, Any]]:
     """Every compiled kernel (a row of csrc/kernels.def): id, algorithm, dtypes, inputs, counters, slots."""
 
@@ -145,6 +148,9 @@ class ListBlocks:
     def n_blocks(self) -> int: ...
     def __init__(self, tensors: TensorList, block_groups: list[int],
                  block_counters: list[tuple[int, ...]]) -> None: ...
+    def inputs(self, block: int) -> tuple[float, ...]:
+        """The kernel inputs of a block as the last step filled them."""
+
     def counters(self, block: int) -> tuple[int, ...]:
         """The counters of a block, as ints."""
 

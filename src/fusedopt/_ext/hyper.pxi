@@ -33,7 +33,10 @@ cdef inline bint _as_double(object value, double *out):
         return True
     if isinstance(value, bool) or isinstance(value, np.bool_) or not isinstance(value, numbers.Real):
         return False
-    out[0] = <double>float(value)
+    try:
+        out[0] = <double>float(value)
+    except OverflowError:              # an int beyond a double: infinite, refused as not finite
+        out[0] = float("inf") if value > 0 else float("-inf")
     return True
 
 

@@ -49,6 +49,12 @@ def forked_child():
     return bool(fo_forked_child())
 
 
+def fork_generation():
+    """How many forks this process descends from (it changes in the child at each
+    fork): a flag set by a thread of the parent is recognised as stale by it."""
+    return fo_fork_generation()
+
+
 def parallel_min_elements():
     """Below this many elements in one step, the kernels stay on the calling thread."""
     return fo_parallel_min_elements()

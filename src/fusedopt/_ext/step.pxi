@@ -99,6 +99,14 @@ cdef class ListBlocks:
         """The step ran: its prepared blocks (advanced counters) become the blocks."""
         memcpy(self.hyper, self.prepared, self.n_blocks * self.stride * sizeof(double))
 
+    def inputs(self, Py_ssize_t block):
+        """The kernel inputs of a block as the last step filled them (a schedule's rate:
+        its value at that step)."""
+        cdef Py_ssize_t j
+        if not 0 <= block < self.n_blocks:
+            raise IndexError(block)
+        return tuple(self.hyper[block * self.stride + FO_COMMON_FIELDS + j] for j in range(self.n_inputs))
+
     def counters(self, Py_ssize_t block):
         """The counters of a block, as floats (the optimizer knows which are counts)."""
         cdef Py_ssize_t j

@@ -9,6 +9,7 @@ starts fresh and a removed array's state is dropped.  What the kernels need
 plan, and rebuilt only when the groups or the state layout change.
 """
 import copy
+import math
 import numbers
 
 import numpy as np
@@ -407,9 +408,11 @@ class Optimizer:
                 state = _ArrayState(p, n_counters)
                 state.counters = group_counters.get(group_of[position], state.counters)
             for name, buffer in state.slots.items():
-                if (buffer.shape != p.shape and buffer.size == p.size and not name.endswith("_absmax")
-                        and rules.get(name, "full") in ("full", "vector")):
-                    state.slots[name] = buffer.reshape(p.shape)   # p was reshaped in place: a view
+                # p was reshaped in place: its state, a view in the shape its rule gives
+                # (only where that keeps each element's meaning: the sizes match)
+                shape = None if name.endswith("_absmax") else _core.slot_shape(rules.get(name, "full"), p.shape)
+                if shape is not None and buffer.shape != shape and buffer.size == math.prod(shape):
+                    state.slots[name] = buffer.reshape(shape)
             new_states[id(p)] = state
             kernel, master = self._layout(p, self._grad_dtypes.get(id(p)), f"params[{position}]")
             layouts[position] = (kernel, master)
@@ -656,11 +659,9 @@ class Optimizer:
                 index += len(group["params"])
                 groups.append(saved)
             params = self._all_params()
-            # copies, in the parameter's shape (it may have been reshaped in place since)
-            rules = self.spec.slot_shapes
-            state = {i: {name: (np.array(value, copy=True).reshape(
-                                    value.shape if name.endswith("_absmax") or rules.get(name, "full") != "full"
-                                    else params[i].shape)
+            # copies, in the shapes the parameter's shape gives (it may have been
+            # reshaped in place since)
+            state = {i: {name: (np.array(value, copy=True).reshape(self._saved_shape(name, value, params[i]))
                                 if isinstance(value, np.ndarray) else value)
                          for name, value in entry.items()}
                      for i, entry in self.state.items()}
@@ -674,6 +675,14 @@ class Optimizer:
                 "schedulers": [s.state_dict() for s in self._schedulers],
                 "storage": dict(self._storage),
             }
+
+    def _saved_shape(self, name, buffer, p):
+        """The shape a state buffer is saved in: its slot's shape rule applied to p's
+        shape where the sizes agree, else its own (absmax blocks)."""
+        if name.endswith("_absmax"):
+            return buffer.shape
+        shape = _core.slot_shape(self.spec.slot_shapes.get(name, "full"), p.shape)
+        return shape if shape is not None and math.prod(shape) == buffer.size else buffer.shape
 
     def load_state_dict(self, state_dict):
         """Restore a state_dict (from this class, same parameter shapes and dtypes).

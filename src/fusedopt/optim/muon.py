@@ -2,9 +2,11 @@
 orthogonalisation that runs between its kernel and the parameter update."""
 import math
 import numbers
+import threading
 
 import numpy as np
 
+from .. import _core
 from ._base import Optimizer
 from ._spec import Hyper, Spec
 
@@ -126,6 +128,8 @@ class Muon(Optimizer):
     def __init__(self, params, lr=1e-3, weight_decay=0.1, momentum=0.95, nesterov=True,
                  ns_coefficients=NS_COEFFICIENTS, eps=EPS, ns_steps=NS_STEPS, adjust_lr_fn=None, *,
                  skip_nonfinite=False, max_grad_norm=None, grad_scale=1.0):
+        self._muon_guard = threading.Lock()   # held for a test-and-set only, never across a step
+        self._muon_owner = None                # (thread, fork generation) of the step running
         super().__init__(params, dict(lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov,
                                       ns_coefficients=ns_coefficients, eps=eps, ns_steps=ns_steps,
                                       adjust_lr_fn=adjust_lr_fn),
@@ -145,21 +149,63 @@ class Muon(Optimizer):
 
     def step(self, grads, *, grad_scale=None):
         """One step (see :meth:`Optimizer.step`): the fused momentum pass, then the
-        orthogonalisation and the update of each parameter."""
-        with self._stepper.lock:
-            self._complete_groups()
-            groups = list(self.param_groups)
-            rates = self.current_lrs()
-            work = []
-            for g, (group, lr) in enumerate(zip(groups, rates)):
-                settings = _orthogonalization(group, g, len(groups))
-                work.extend((p, lr, group["weight_decay"], settings) for p in group["params"])
-            applied = super().step(grads, grad_scale=grad_scale)
-            if applied:
-                for p, lr, weight_decay, (coefficients, steps, eps, adjust) in work:
-                    t = p.dtype.type
-                    ortho = orthogonalize(self._states[id(p)].slots["update"], coefficients, steps, eps)
-                    p *= t(1.0 - float(lr) * float(weight_decay))
-                    ortho *= t(-adjusted_lr(float(lr), adjust, p.shape))
-                    p += ortho
-            return applied
+        orthogonalisation and the update of each parameter.  Everything that can be
+        refused is checked before the momentum pass; a step that finds this
+        optimizer stepping (in another thread, or from its own schedule) raises
+        RuntimeError and changes nothing."""
+        with self._muon_guard:
+            owner = self._muon_owner
+            if owner is not None and owner[1] == _core.fork_generation():
+                raise RuntimeError("this Muon optimizer is already stepping (in another thread, or this "
+                                   "step's schedule called step); step one optimizer from one thread at a time")
+            self._muon_owner = (threading.get_ident(), _core.fork_generation())
+        try:
+            with self._stepper.lock:
+                settings = self._settings()
+                applied = super().step(grads, grad_scale=grad_scale)
+                if applied:
+                    self._orthogonal_updates(settings)
+                return applied
+        finally:
+            self._muon_owner = None
+
+    def __setstate__(self, pickled):
+        self._muon_guard = threading.Lock()
+        self._muon_owner = None
+        super().__setstate__(pickled)
+
+    def _settings(self):
+        """{id(array): its group's orthogonalisation settings}, every group and every
+        array checked (2-D, the shape its state was made for) before anything changes."""
+        self._complete_groups()
+        groups = list(self.param_groups)
+        settings, position = {}, 0
+        for g, group in enumerate(groups):
+            values = _orthogonalization(group, g, len(groups))
+            for p in group["params"]:
+                if isinstance(p, np.ndarray):
+                    if p.ndim != 2:
+                        raise ValueError(f"params[{position}] has shape {p.shape}: Muon steps 2-D parameters "
+                                         f"only (was it reshaped in place?)")
+                    settings[id(p)] = values
+                position += 1
+        return settings
+
+    def _orthogonal_updates(self, settings):
+        """After the momentum pass: each array's update, at the rate its kernel block
+        used this step (a schedule is evaluated once, by the step)."""
+        inputs = self._reader.inputs
+        lr_at, decay_at = inputs.index("lr"), inputs.index("weight_decay")
+        for state, blocks, block in self._members:
+            p = state.array
+            if p.size == 0 or id(p) not in settings:   # not in the groups checked (edited meanwhile)
+                continue
+            values = blocks.inputs(block)
+            lr, weight_decay = values[lr_at], values[decay_at]
+            coefficients, steps, eps, adjust = settings[id(p)]
+            t = p.dtype.type
+            # the update slot is a view in p's current shape (p may have been reshaped in place)
+            ortho = orthogonalize(state.slots["update"].reshape(p.shape), coefficients, steps, eps)
+            p *= t(1.0 - lr * weight_decay)
+            ortho *= t(-adjusted_lr(lr, adjust, p.shape))
+            p += ortho

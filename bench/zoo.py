@@ -451,7 +451,8 @@ def main(argv=None):
                              if not record[key]]
                     why = (": the same gradient at every step, and Adafactor's step is relative (about lr "
                            "times the parameters' RMS), so the parameters grow geometrically and overflow after "
-                           "~1e4 steps, on both sides" if optimizer.name == "adafactor" else "")
+                           "~1e4 steps (torch's, the same; a slower side takes fewer steps in the same time)"
+                           if optimizer.name == "adafactor" else "")
                     notes.append(f"{optimizer.cls} {workload.name}: {' and '.join(sides)} ended the timed steps "
                                  f"with non-finite parameters{why}")
                 if "torch_error" in record:

@@ -12,7 +12,7 @@ from fusedopt import slow
 from fusedopt.optim.muon import orthogonalize
 from conftest import DTYPES, trajectory_tolerance
 
-N_STEPS = 20
+N_STEPS = 50
 DTYPE_IDS = ["float32", "float64"]
 #: wide, tall, square, a vector-like matrix, one element, and one with no elements
 SHAPES = [(8, 20), (30, 6), (16, 16), (1, 9), (1, 1), (0, 5)]
@@ -267,3 +267,23 @@ def test_concurrent_steps_raise_instead_of_interleaving():
         thread.join()
     assert len(outcomes) == 60
     assert opt.step_count == outcomes.count(True) == opt.state[0]["step"]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_same_bits_for_any_thread_count_and_simd_path(dtype):
+    """The fused momentum pass gives the same bits for any thread count and SIMD
+    path (the iteration's matmuls are NumPy's BLAS, left at its own threads)."""
+    from fusedopt import _core
+    seed = seed_of("threads", np.dtype(dtype).name)
+    params, grads = make_problem([(300, 200), (7, 9), (1, 1)], dtype, seed, n_steps=5)
+    groups = [(0, 3, draw_options(seed))]
+    results = []
+    for simd in _core.simd_supported():
+        _core.set_simd_path(simd)
+        for threads, cutoff in ((1, 32768), (2, 0), (3, 0)):
+            fusedopt.set_num_threads(threads)
+            _core.set_parallel_min_elements(cutoff)
+            results.append(run_fused(params, grads, groups)[0])
+    for got in results[1:]:
+        for a, b in zip(got, results[0]):
+            assert a.tobytes() == b.tobytes()

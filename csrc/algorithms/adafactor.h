@@ -292,7 +292,8 @@ static void FO_INSTANCE(fo_factor)(fo_factor_phase phase, const fo_tensor_list *
         FO_C u[FO_ADAFACTOR_CHUNK];
         if (small) {
             /* chunks of whole matrices; element e of a chunk is element e % m of its
-             * matrix e / m: its row and column by index */
+             * matrix e / m: its row and column by index (read as plain values: the
+             * rows of this algorithm keep float32/float64 state only) */
             const int64_t per_chunk = FO_ADAFACTOR_SMALL / m, chunk = per_chunk * m;
             int32_t row_of[FO_ADAFACTOR_SMALL], col_of[FO_ADAFACTOR_SMALL], matrix_of[FO_ADAFACTOR_SMALL];
             for (k = 0; k < chunk; k++) {

@@ -224,11 +224,28 @@ typedef struct {
     fo_factor_work work;
 } factored;
 
-static int64_t factor_rows_per_unit(int64_t rows, int64_t cols)
+/* How a tensor's rows x cols matrices are cut into units: *split units per matrix
+ * of *span rows each (a large matrix), or, when *split is 1, *span whole matrices
+ * per unit. */
+static void factor_layout(int64_t rows, int64_t cols, int64_t *split, int64_t *span)
 {
     int64_t h = (FO_FACTOR_UNIT + cols - 1) / cols;
     if (h < FO_FACTOR_MIN_ROWS) h = FO_FACTOR_MIN_ROWS;
-    return h < rows ? h : rows;
+    if (h > rows) h = rows;
+    *split = rows * cols > FO_FACTOR_UNIT ? (rows + h - 1) / h : 1;
+    *span = *split > 1 ? h : (rows * cols > FO_FACTOR_UNIT ? 1 : FO_FACTOR_UNIT / (rows * cols));
+}
+
+static void factored_free(factored *f)
+{
+    free(f->unit_first);
+    free(f->split);
+    free(f->at);
+    free(f->units);
+    free(f->unit_value);
+    free(f->partial_at);
+    free(f->partial);
+    free(f->sums);
 }
 
 /* The units of t's factored tensors; -1 if out of memory (nothing allocated). */
@@ -249,14 +266,14 @@ static int factored_init(factored *f, const fo_tensor_list *t, fo_factor_fn fn)
         f->at[n + i] = cols;
         f->at[2 * n + i] = f->n_matrices;
         if (r > 0 && c > 0 && t->size[i] > 0) {
-            const int64_t matrices = t->size[i] / (r * c), h = factor_rows_per_unit(r, c);
-            f->split[i] = r * c > FO_FACTOR_UNIT ? (r + h - 1) / h : 1;
+            const int64_t matrices = t->size[i] / (r * c);
+            int64_t span;
+            factor_layout(r, c, &f->split[i], &span);
             if (f->split[i] > 1) {
                 units = matrices * f->split[i];
                 partials += units * c;
             } else {
-                const int64_t per_unit = r * c > FO_FACTOR_UNIT ? 1 : FO_FACTOR_UNIT / (r * c);
-                units = (matrices + per_unit - 1) / per_unit;
+                units = (matrices + span - 1) / span;
             }
             rows += matrices * r;
             cols += matrices * c;
@@ -276,29 +293,28 @@ static int factored_init(factored *f, const fo_tensor_list *t, fo_factor_fn fn)
     partials = 0;
     for (i = 0; i < n; i++) {
         const int64_t r = t->rows[i], c = t->cols[i];
-        int64_t b, q;
+        int64_t b, q, matrices, split, span;
         if (f->unit_first[i + 1] == f->unit_first[i]) continue;
-        if (f->split[i] > 1) {
-            const int64_t h = factor_rows_per_unit(r, c), matrices = t->size[i] / (r * c);
+        matrices = t->size[i] / (r * c);
+        factor_layout(r, c, &split, &span);
+        if (split > 1) {
             for (b = 0; b < matrices; b++)
-                for (q = 0; q < f->split[i]; q++, u++) {
+                for (q = 0; q < split; q++, u++) {
                     fo_factor_unit *unit = &f->units[u];
                     unit->tensor = i;
                     unit->matrix = b;
                     unit->n_matrices = 1;
-                    unit->row_begin = q * h;
-                    unit->row_end = (q + 1) * h < r ? (q + 1) * h : r;
+                    unit->row_begin = q * span;
+                    unit->row_end = (q + 1) * span < r ? (q + 1) * span : r;
                     f->partial_at[u] = partials;
                     partials += c;
                 }
         } else {
-            const int64_t matrices = t->size[i] / (r * c);
-            const int64_t per_unit = r * c > FO_FACTOR_UNIT ? 1 : FO_FACTOR_UNIT / (r * c);
-            for (b = 0; b < matrices; b += per_unit, u++) {
+            for (b = 0; b < matrices; b += span, u++) {
                 fo_factor_unit *unit = &f->units[u];
                 unit->tensor = i;
                 unit->matrix = b;
-                unit->n_matrices = matrices - b < per_unit ? matrices - b : per_unit;
+                unit->n_matrices = matrices - b < span ? matrices - b : span;
                 unit->row_begin = 0;
                 unit->row_end = r;
                 f->partial_at[u] = -1;
@@ -313,27 +329,8 @@ static int factored_init(factored *f, const fo_tensor_list *t, fo_factor_fn fn)
     f->work.matrix_at = f->at + 2 * n;
     return 0;
 fail:
-    free(f->unit_first);
-    free(f->split);
-    free(f->at);
-    free(f->units);
-    free(f->unit_value);
-    free(f->partial_at);
-    free(f->partial);
-    free(f->sums);
+    factored_free(f);   /* the memset left every pointer not yet allocated NULL */
     return -1;
-}
-
-static void factored_free(factored *f)
-{
-    free(f->unit_first);
-    free(f->split);
-    free(f->at);
-    free(f->units);
-    free(f->unit_value);
-    free(f->partial_at);
-    free(f->partial);
-    free(f->sums);
 }
 
 static void factor_sums(const factored *f, const fo_tensor_list *t, const void *hyper, int64_t u)

@@ -5,14 +5,15 @@ two dimensions) and its step runs the driver's factored phases, so these also
 test the slot shape rules and the factored units (whole small matrices per unit,
 split large ones, empty ones)."""
 import pickle
-import zlib
 
 import numpy as np
 import pytest
 
 import fusedopt
-from fusedopt import _core, slow
+from fusedopt import slow
 from conftest import DTYPES, trajectory_tolerance
+from optimizer_cases import seed_of
+from test_low_precision import run_everywhere, use
 
 N_STEPS = 50
 DTYPE_IDS = ["float32", "float64"]
@@ -21,10 +22,6 @@ DTYPE_IDS = ["float32", "float64"]
 SHAPES = [(), (0,), (1,), (17,), (3 * 4096 + 5,), (3, 5), (1, 7), (6, 1), (70, 3, 3), (2, 3, 4, 5),
           (40, 1100), (4, 0), (0, 3)]
 TORCH_SHAPES = [(), (1,), (17,), (3, 5), (6, 1), (7, 3, 3), (40, 1100)]
-
-
-def seed_of(*parts):
-    return zlib.crc32(repr(parts).encode())
 
 
 def draw_options(seed):
@@ -141,12 +138,9 @@ def test_same_bits_for_any_thread_count_and_simd_path(dtype):
     params, grads = make_problem(SHAPES, dtype, seed, n_steps=8)
     groups = two_groups(seed, len(SHAPES))
     results = []
-    for simd in _core.simd_supported():
-        _core.set_simd_path(simd)
-        for threads, cutoff in ((1, 32768), (2, 0), (3, 0)):
-            fusedopt.set_num_threads(threads)
-            _core.set_parallel_min_elements(cutoff)
-            results.append((simd, threads, run_fused(params, grads, groups)[0]))
+    for threads, simd in run_everywhere(threads=(1, 2, 3)):
+        use(threads, simd)
+        results.append((simd, threads, run_fused(params, grads, groups)[0]))
     first = results[0][2]
     for simd, threads, got in results[1:]:
         for a, b in zip(got, first):

@@ -2,7 +2,6 @@
 is installed: its momentum exactly, its trajectory to bfloat16 precision (torch
 runs the Newton-Schulz iteration in bfloat16, fusedopt in the parameter's dtype)."""
 import pickle
-import zlib
 
 import numpy as np
 import pytest
@@ -11,15 +10,13 @@ import fusedopt
 from fusedopt import slow
 from fusedopt.optim.muon import orthogonalize
 from conftest import DTYPES, trajectory_tolerance
+from optimizer_cases import seed_of
+from test_low_precision import run_everywhere, use
 
 N_STEPS = 50
 DTYPE_IDS = ["float32", "float64"]
 #: wide, tall, square, a vector-like matrix, one element, and one with no elements
 SHAPES = [(8, 20), (30, 6), (16, 16), (1, 9), (1, 1), (0, 5)]
-
-
-def seed_of(*parts):
-    return zlib.crc32(repr(parts).encode())
 
 
 def draw_options(seed):
@@ -273,17 +270,13 @@ def test_concurrent_steps_raise_instead_of_interleaving():
 def test_same_bits_for_any_thread_count_and_simd_path(dtype):
     """The fused momentum pass gives the same bits for any thread count and SIMD
     path (the iteration's matmuls are NumPy's BLAS, left at its own threads)."""
-    from fusedopt import _core
     seed = seed_of("threads", np.dtype(dtype).name)
     params, grads = make_problem([(300, 200), (7, 9), (1, 1)], dtype, seed, n_steps=5)
     groups = [(0, 3, draw_options(seed))]
     results = []
-    for simd in _core.simd_supported():
-        _core.set_simd_path(simd)
-        for threads, cutoff in ((1, 32768), (2, 0), (3, 0)):
-            fusedopt.set_num_threads(threads)
-            _core.set_parallel_min_elements(cutoff)
-            results.append(run_fused(params, grads, groups)[0])
+    for threads, simd in run_everywhere(threads=(1, 2, 3)):
+        use(threads, simd)
+        results.append(run_fused(params, grads, groups)[0])
     for got in results[1:]:
         for a, b in zip(got, results[0]):
             assert a.tobytes() == b.tobytes()

@@ -396,7 +396,6 @@ class Optimizer:
         positions_of_kernel, new_states, first, layouts = {}, {}, {}, {}
         group_of = [g for g, copy in enumerate(params_copies) for _ in copy]
         group_counters = self._group_counters(old, params, group_of)
-        rules = self.spec.slot_shapes
         for position, p in enumerate(params):
             _core.check_array(p, f"params[{position}]", True)
             if id(p) in new_states:
@@ -408,11 +407,9 @@ class Optimizer:
                 state = _ArrayState(p, n_counters)
                 state.counters = group_counters.get(group_of[position], state.counters)
             for name, buffer in state.slots.items():
-                # p was reshaped in place: its state, a view in the shape its rule gives
-                # (only where that keeps each element's meaning: the sizes match)
-                shape = None if name.endswith("_absmax") else _core.slot_shape(rules.get(name, "full"), p.shape)
-                if shape is not None and buffer.shape != shape and buffer.size == math.prod(shape):
-                    state.slots[name] = buffer.reshape(shape)
+                shape = self._state_shape(name, buffer, p)
+                if buffer.shape != shape:
+                    state.slots[name] = buffer.reshape(shape)   # p was reshaped in place: a view
             new_states[id(p)] = state
             kernel, master = self._layout(p, self._grad_dtypes.get(id(p)), f"params[{position}]")
             layouts[position] = (kernel, master)
@@ -661,7 +658,7 @@ class Optimizer:
             params = self._all_params()
             # copies, in the shapes the parameter's shape gives (it may have been
             # reshaped in place since)
-            state = {i: {name: (np.array(value, copy=True).reshape(self._saved_shape(name, value, params[i]))
+            state = {i: {name: (np.array(value, copy=True).reshape(self._state_shape(name, value, params[i]))
                                 if isinstance(value, np.ndarray) else value)
                          for name, value in entry.items()}
                      for i, entry in self.state.items()}
@@ -676,9 +673,11 @@ class Optimizer:
                 "storage": dict(self._storage),
             }
 
-    def _saved_shape(self, name, buffer, p):
-        """The shape a state buffer is saved in: its slot's shape rule applied to p's
-        shape where the sizes agree, else its own (absmax blocks)."""
+    def _state_shape(self, name, buffer, p):
+        """The shape a state buffer takes for p's shape (after an in-place reshape of p;
+        state_dict saves it in it): its slot's shape rule applied to p's shape where
+        the sizes agree, so each element keeps its meaning; else its own (absmax
+        blocks, or a factored slot p's new shape does not fit)."""
         if name.endswith("_absmax"):
             return buffer.shape
         shape = _core.slot_shape(self.spec.slot_shapes.get(name, "full"), p.shape)

@@ -7,6 +7,7 @@ they cannot drift from what the kernel reads.  Validation, state allocation,
 ``state_dict``, checkpoints and the functional API all read the spec.
 """
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Callable, Mapping, Optional
 
 import numpy as np
@@ -114,14 +115,14 @@ class Spec:
         """Names of the state slots, in the kernel's order."""
         return self._any_kernel()["slots"]
 
-    @property
+    @cached_property
     def slot_shapes(self):
         """{slot: its shape rule}: "full" (the parameter's shape), "rows", "cols" or
         "vector" (see _core.slot_shape)."""
         entry = self._any_kernel()
         return dict(zip(entry["slots"], entry["slot_shapes"]))
 
-    @property
+    @cached_property
     def factored(self):
         """True if some slot is factored (rows or columns of the last two dimensions)."""
         return any(rule in ("rows", "cols") for rule in self.slot_shapes.values())

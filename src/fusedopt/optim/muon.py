@@ -137,14 +137,7 @@ class Muon(Optimizer):
                          grad_scale=grad_scale)
 
     def _build_plan(self, *args, **kwargs):
-        self._complete_groups()
-        groups = self.param_groups
-        for g, group in enumerate(groups):
-            _orthogonalization(group, g, len(groups))
-        for position, p in enumerate(self._all_params()):
-            if isinstance(p, np.ndarray) and p.ndim != 2:
-                raise ValueError(f"params[{position}] has shape {p.shape}: Muon steps 2-D parameters only "
-                                 f"(optimize the others with AdamW)")
+        self._settings()   # every array 2-D, every group's settings valid
         super()._build_plan(*args, **kwargs)
 
     def step(self, grads, *, grad_scale=None):
@@ -176,7 +169,7 @@ class Muon(Optimizer):
 
     def _settings(self):
         """{id(array): its group's orthogonalisation settings}, every group and every
-        array checked (2-D, the shape its state was made for) before anything changes."""
+        array checked (2-D) before anything changes."""
         self._complete_groups()
         groups = list(self.param_groups)
         settings, position = {}, 0
@@ -186,7 +179,7 @@ class Muon(Optimizer):
                 if isinstance(p, np.ndarray):
                     if p.ndim != 2:
                         raise ValueError(f"params[{position}] has shape {p.shape}: Muon steps 2-D parameters "
-                                         f"only (was it reshaped in place?)")
+                                         f"only (optimize the others with AdamW; or was it reshaped in place?)")
                     settings[id(p)] = values
                 position += 1
         return settings

@@ -74,6 +74,10 @@ typedef struct {
      * pass touches it).  NULL for other kernels. */
     const int64_t *rows;
     const int64_t *cols;
+    /* Row-sparse steps (fo_step_rows) hand each row to the range functions as a
+     * tensor of its own: first[i] is the number, in its array, of tensor i's element
+     * 0, which keys its stochastic rounding with index[i].  NULL: 0 for every tensor. */
+    const int64_t *first;
 } fo_tensor_list;
 
 /* What the binding needs to know about kernel k. */
@@ -125,6 +129,44 @@ int fo_step(int kernel, const fo_tensor_list *tensors, double *hyper, int64_t n_
 /* fo_step over blocks already prepared (fo_kernel_prepare): the update only. */
 int fo_step_prepared(int kernel, const fo_tensor_list *tensors, double *hyper, int64_t n_hyper,
                      int n_threads);
+
+/* ------------------------------------------------------------------------- */
+/* Row-sparse gradients                                                       */
+/* ------------------------------------------------------------------------- */
+
+/* Merge a row-sparse gradient: n row numbers (int32 or int64, index_bytes 4 or 8;
+ * duplicates allowed, any order) and n rows of `width` elements of `storage`
+ * (fo_storage_id).  Writes the distinct row numbers, ascending, to out_rows and
+ * each one's row, the sum of its duplicates, to out_values (both sized for n rows).
+ * Duplicates are added in an order fixed by their bits, not by their position: the
+ * same result for any order of the input rows and any thread count (float32 and
+ * float64 add in their own precision; 16-bit rows in float32, rounded once).
+ * Reads each row number once, into its own buffer, and checks it there:
+ * returns the number of distinct rows; -1 out of memory; -2 if a row number is
+ * outside [0, n_table_rows) (*bad_row: the first such one); nothing is written
+ * to out_values then. */
+int64_t fo_merge_rows(int storage, const void *indices, int index_bytes, int64_t n, const void *values,
+                      int64_t width, int64_t n_table_rows, int64_t *out_rows, void *out_values,
+                      int64_t *bad_row, int n_threads);
+
+/* Which rows of each tensor a row-sparse step updates: row[i] (NULL: tensor i is
+ * not stepped) holds n_rows[i] distinct row numbers of width[i] elements each, and
+ * tensors->grad[i] their n_rows[i] x width[i] gradient rows (fo_merge_rows). */
+typedef struct {
+    const int64_t *const *row;
+    const int64_t *n_rows;
+    const int64_t *width;
+} fo_row_grads;
+
+/* One step of an element-wise kernel over the listed rows only, blocks prepared
+ * (fo_kernel_prepare): each row is updated as a tensor of its own, rows split
+ * across the threads; the same bits for any thread count.  An algorithm with an
+ * input named row_sparse computes the row-sparse form of its update when the
+ * binding sets it to 1.  Returns 0; -1 if the kernel has a reduction pass or
+ * factored state (not element-wise), or a width is not a multiple of its block,
+ * or out of memory. */
+int fo_step_rows(int kernel, const fo_tensor_list *tensors, const fo_row_grads *rows, double *hyper,
+                 int64_t n_hyper, int n_threads);
 
 /* ------------------------------------------------------------------------- */
 /* Gradient statistics                                                        */

@@ -28,7 +28,7 @@ void fo_set_parallel_min_elements(int64_t n) { parallel_min_elements = n < 0 ? 0
 
 /* The threads worth waking for `total` elements: never less than half the
  * cutoff each, never more than fo_effective_threads allows. */
-static int team_size(int64_t total, int n_threads)
+int fo_team_size(int64_t total, int n_threads)
 {
     int64_t useful;
     if (n_threads <= 1 || total < parallel_min_elements) return 1;
@@ -420,7 +420,7 @@ int fo_step_prepared(int kernel, const fo_tensor_list *t, double *hyper, int64_t
         }
     }
     (void)n_hyper;
-    team = team_size(total, n_threads);
+    team = fo_team_size(total, n_threads);
     if (total == 0) {
         team = 1;
     }
@@ -520,7 +520,7 @@ int fo_stats(int storage, const fo_tensor_list *t, fo_operand operand, int n_thr
             return -1;
         }
     }
-    team = team_size(t->offset[t->n_tensors], n_threads);
+    team = fo_team_size(t->offset[t->n_tensors], n_threads);
     if (team > 1) {
 #ifdef _OPENMP
 #pragma omp parallel for schedule(static) num_threads(team)

@@ -141,11 +141,16 @@
     const uint32_t r = sr ? fo_element_random(key, k) : 0u;                                \
     (void)r
 
-/* Hash of (seed, step, tensor position): the key of a tensor's random bits. */
-static inline uint32_t FO_INSTANCE(fo_rounding_key)(double seed, double step, int64_t tensor)
+/* Hash of (seed, step, tensor position, first element): the key of a tensor's
+ * random bits (first: a row-sparse step's row, fusedopt.h; 0 otherwise). */
+static inline uint32_t FO_INSTANCE(fo_rounding_key)(double seed, double step, int64_t tensor, int64_t first)
 {
     const uint64_t s = (uint64_t)seed, n = (uint64_t)step, i = (uint64_t)tensor;
     uint32_t key = fo_hash32((uint32_t)i ^ 0x632be5abu);
+    if (first != 0) {
+        key = fo_hash32(key ^ (uint32_t)first ^ 0x9e3779b9u);
+        key = fo_hash32(key ^ (uint32_t)((uint64_t)first >> 32));
+    }
     key = fo_hash32(key ^ (uint32_t)(i >> 32));
     key = fo_hash32(key ^ (uint32_t)n);
     key = fo_hash32(key ^ (uint32_t)(n >> 32));
@@ -175,6 +180,7 @@ static inline uint32_t FO_INSTANCE(fo_rounding_key)(double seed, double step, in
 #define FO_ROUNDING_SETUP(h)                                                               \
     const int sr_on = (h)->stochastic_rounding != 0.0;                                     \
     const uint32_t key = sr_on ? FO_INSTANCE(fo_rounding_key)((h)->rounding_seed,          \
-                                                              (h)->rounding_step, t->index[i]) : 0u
+                                                              (h)->rounding_step, t->index[i], \
+                                                              t->first != NULL ? t->first[i] : 0) : 0u
 
 #define FO_INSTANTIATING 1

@@ -116,6 +116,10 @@ typedef struct {
 } fo_kernel_meta;
 extern const fo_kernel_meta fo_kernel_table[FO_N_KERNELS];
 
+/* runtime/driver.c: the threads worth waking for `total` elements (never fewer
+ * than half the parallel cutoff each). */
+int fo_team_size(int64_t total, int n_threads);
+
 /* runtime/threads.c */
 int fo_effective_threads(int requested);
 

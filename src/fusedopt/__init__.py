@@ -1,5 +1,6 @@
 """fusedopt: fused native optimizer kernels (Adam, AdamW, SGD, Adagrad, RMSprop, Adamax, NAdam,
-RAdam, Adadelta, Adafactor, Lion, LAMB, Muon, schedule-free AdamW and SGD) for NumPy models.
+RAdam, Adadelta, Adafactor, Lion, LAMB, Muon, schedule-free AdamW and SGD, SparseAdam) for NumPy
+models.
 
 The optimizers update float32 and float64 NumPy arrays in place, in one pass
 over memory, with OpenMP threads and the GIL released::
@@ -11,16 +12,16 @@ over memory, with OpenMP threads and the GIL released::
 import os as _os
 
 from . import _core, functional
-from ._core import get_num_threads, set_num_threads
+from ._core import RowSparseGrad, get_num_threads, set_num_threads
 from ._version import __version__
 from .checkpoint import load, save
 from .flat import FlatParams
 from .optim import (LAMB, SGD, Adadelta, Adafactor, Adagrad, Adam, Adamax, AdamW, AdamWScheduleFree, Lion, Muon,
-                    NAdam, Optimizer, RAdam, RMSprop, SGDScheduleFree)
+                    NAdam, Optimizer, RAdam, RMSprop, SGDScheduleFree, SparseAdam)
 
 __all__ = [
     "Adadelta", "Adafactor", "Adagrad", "Adam", "AdamW", "Adamax", "LAMB", "Lion", "Muon", "NAdam", "RAdam",
-    "RMSprop", "SGD",
+    "RMSprop", "SGD", "SparseAdam", "RowSparseGrad",
     "AdamWScheduleFree", "SGDScheduleFree", "Optimizer", "FlatParams", "functional", "schedules",
     "get_num_threads", "set_num_threads", "simd_path", "info", "save", "load", "__version__",
 ]

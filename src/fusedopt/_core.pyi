@@ -75,6 +75,28 @@ def slot_shape(rule: str, shape: tuple[int, ...]) -> tuple[int, ...] | None:
     """The shape of a state slot with this rule ("full", "rows", "cols", "vector") for a
     parameter of `shape`, or None where the parameter has no such slot."""
 
+# --- row-sparse gradients ----------------------------------------------------------
+
+class RowSparseGrad:
+    """The gradient of a table that a batch touched in a few rows: row numbers
+    (duplicates allowed, any order) and one gradient row per number."""
+
+    @property
+    def indices(self) -> npt.NDArray[np.int32] | npt.NDArray[np.int64]: ...
+    @property
+    def values(self) -> _FloatArray: ...
+    @property
+    def dtype(self) -> np.dtype[Any]: ...
+    @property
+    def nnz(self) -> int: ...
+    def __init__(self, indices: npt.NDArray[np.int32] | npt.NDArray[np.int64], values: _FloatArray) -> None: ...
+    def to_dense(self, shape: tuple[int, ...]) -> _FloatArray:
+        """The dense gradient this stands for (zero outside the rows, duplicates summed)."""
+
+def check_index_array(indices: object, name: str) -> None:
+    """Raise TypeError/ValueError naming `name` unless `indices` is a 1-D int32/int64
+    array the kernels can read where it is."""
+
 class TensorList:
     """Tensors of one kernel, their state slots and hyperparameter-block ids, as C arrays."""
 
@@ -109,6 +131,8 @@ class TensorList:
         writeable: bool = True,
         scales: list[list[_FloatArray | None]] | None = None,
         masters: list[_FloatArray | None] | None = None,
+        dense_grads: bool = True,
+        row_grads: bool = False,
     ) -> None: ...
 
 def check_disjoint(lists: tuple[TensorList, ...]) -> None:
@@ -147,7 +171,7 @@ class ListBlocks:
     @property
     def n_blocks(self) -> int: ...
     def __init__(self, tensors: TensorList, block_groups: list[int],
-                 block_counters: list[tuple[int, ...]]) -> None: ...
+                 block_counters: list[tuple[int, ...]], row_zero: tuple[str, ...] = ()) -> None: ...
     def inputs(self, block: int) -> tuple[float, ...]:
         """The kernel inputs of a block as the last step filled them."""
 

@@ -17,6 +17,7 @@ from libc.math cimport isfinite, sqrt
 from cpython.ref cimport PyObject
 from cpython.pythread cimport PyThread_get_thread_ident
 
+cimport cython
 cimport numpy as cnp
 
 from fusedopt._ext.kernels cimport *
@@ -29,6 +30,7 @@ import numpy as np
 cnp.import_array()
 
 include "_ext/runtime.pxi"
+include "_ext/rows.pxi"
 include "_ext/tensors.pxi"
 include "_ext/hyper.pxi"
 include "_ext/step.pxi"

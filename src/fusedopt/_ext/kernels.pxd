@@ -21,6 +21,7 @@ cdef extern from "fusedopt.h" nogil:
         double *reduced
         const int64_t *rows
         const int64_t *cols
+        const int64_t *first
 
     const char *fo_kernel_name(int kernel)
     const char *fo_kernel_algorithm(int kernel)
@@ -41,6 +42,16 @@ cdef extern from "fusedopt.h" nogil:
                 int n_threads)
     int fo_step_prepared(int kernel, const fo_tensor_list *tensors, double *hyper, int64_t n_hyper,
                          int n_threads)
+
+    int64_t fo_merge_rows(int storage, const void *indices, int index_bytes, int64_t n, const void *values,
+                          int64_t width, int64_t n_table_rows, int64_t *out_rows, void *out_values,
+                          int64_t *bad_row, int n_threads)
+    ctypedef struct fo_row_grads:
+        const int64_t *const *row
+        const int64_t *n_rows
+        const int64_t *width
+    int fo_step_rows(int kernel, const fo_tensor_list *tensors, const fo_row_grads *rows, double *hyper,
+                     int64_t n_hyper, int n_threads)
 
     ctypedef enum fo_operand:
         FO_OPERAND_GRAD

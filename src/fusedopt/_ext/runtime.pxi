@@ -122,3 +122,9 @@ def kernels():
         "slot_shapes": _slot_shapes_of(k),
         "block": fo_kernel_block(k),
     } for k in range(FO_N_KERNELS)]
+
+
+# Below this many elements a kernel call takes well under a microsecond: releasing
+# and retaking the GIL (~0.1 us, measured with perf on the 1e3 step) would cost more
+# than another thread could gain, so such calls keep it.
+cdef int64_t GIL_RELEASE_MIN_ELEMENTS = 16384

@@ -1,10 +1,6 @@
 # The step: plans (what the kernels need, built once) and the hot path.
 # (Included by _core.pyx.)
 
-# Below this many elements a kernel call takes well under a microsecond: releasing
-# and retaking the GIL (~0.1 us, measured with perf on the 1e3 step) would cost more
-# than another thread could gain, so such calls keep it.
-cdef int64_t GIL_RELEASE_MIN_ELEMENTS = 16384
 
 
 class LayoutChanged(Exception):
@@ -21,20 +17,25 @@ cdef class ListBlocks:
     cdef readonly Py_ssize_t n_blocks
     cdef int64_t stride
     cdef int n_inputs, n_counters
+    cdef double *rows_prepared  # the prepared blocks as a row-sparse step reads them
+    cdef int _row_flag          # input index of row_sparse (set to 1 there), or -1
+    cdef tuple _row_zero        # (input index, name): must be 0 with a row-sparse gradient
 
     def __cinit__(self):
         self.hyper = NULL
         self.prepared = NULL
+        self.rows_prepared = NULL
         self.group = NULL
         self.slots_present = NULL
 
     def __dealloc__(self):
         free(self.hyper)
         free(self.prepared)
+        free(self.rows_prepared)
         free(self.group)
         free(self.slots_present)
 
-    def __init__(self, TensorList tensors, list block_groups, list block_counters):
+    def __init__(self, TensorList tensors, list block_groups, list block_counters, tuple row_zero=()):
         cdef Py_ssize_t b, i, j, n = len(block_groups)
         cdef int k, kernel = tensors.kernel
         self.tensors = tensors
@@ -42,6 +43,9 @@ cdef class ListBlocks:
         self.stride = fo_kernel_hyper_doubles(kernel)
         self.n_inputs = len(fo_kernel_inputs(kernel).split())
         self.n_counters = len(fo_kernel_counters(kernel).split())
+        inputs = fo_kernel_inputs(kernel).decode().split()
+        self._row_flag = inputs.index("row_sparse") if "row_sparse" in inputs else -1
+        self._row_zero = tuple((inputs.index(name), name) for name in row_zero)
         self.hyper = <double *>calloc(max(n, 1) * self.stride, sizeof(double))
         self.prepared = <double *>calloc(max(n, 1) * self.stride, sizeof(double))
         self.group = <int32_t *>malloc(max(n, 1) * sizeof(int32_t))
@@ -87,6 +91,74 @@ cdef class ListBlocks:
                 raise ValueError(f"{_group_prefix(self.group[b], n_groups)}the hyperparameters "
                                  f"({', '.join(inputs)}) overflow at this step: a per-step value of "
                                  f"{fo_kernel_algorithm(self.tensors.kernel).decode()} is not finite")
+        return 0
+
+    cdef int check_rows(self, Py_ssize_t n_groups) except -1:
+        """ValueError if a tensor with a row-sparse gradient has a hyperparameter that
+        would touch every row (weight decay, momentum) set at this step."""
+        cdef TensorList tl = self.tensors
+        cdef Py_ssize_t i, b
+        cdef double value
+        if tl._n_sparse == 0:
+            return 0
+        for i in range(tl.n_tensors):
+            if tl._sparse[i] is None:
+                continue
+            b = tl.hyper_of(i)
+            for j, name in self._row_zero:
+                value = self.hyper[b * self.stride + FO_COMMON_FIELDS + j]
+                if value != 0.0:
+                    raise ValueError(f"{_group_prefix(self.group[b], n_groups)}{name} must be 0 for "
+                                     f"params[{tl._positions[i]}], whose gradient is a RowSparseGrad "
+                                     f"({name} would change every row; torch refuses it too), got {value!r}")
+        return 0
+
+    cdef int step(self, int n_threads) except -1:
+        """The kernel over this step's prepared blocks: the dense gradients in one
+        pass, then the rows of the row-sparse ones."""
+        cdef TensorList tl = self.tensors
+        cdef const fo_tensor_list *dense = &tl.c
+        cdef const fo_tensor_list *rows
+        cdef const fo_row_grads *row_grads
+        cdef int rc = 0, kernel = tl.kernel
+        cdef int64_t n_dense, n_row_elements = 0
+        cdef Py_ssize_t b, i
+        if tl._n_sparse > 0:
+            dense = tl.dense_view()
+        n_dense = dense.offset[dense.n_tensors]
+        if tl._n_sparse == 0 or n_dense > 0:
+            if n_dense < GIL_RELEASE_MIN_ELEMENTS:
+                rc = fo_step_prepared(kernel, dense, self.prepared, self.n_blocks, n_threads)
+            else:
+                with nogil:
+                    rc = fo_step_prepared(kernel, dense, self.prepared, self.n_blocks, n_threads)
+            if rc != 0:
+                # only a kernel with a reduction pass allocates (its scratch), before
+                # writing anything; lists stepped before this one keep their step
+                raise MemoryError(f"fusedopt: no memory for the {fo_kernel_name(kernel).decode()} "
+                                  f"kernel's reduction pass")
+        if tl._n_sparse == 0:
+            return 0
+        if self.rows_prepared == NULL:
+            self.rows_prepared = <double *>malloc(max(self.n_blocks, 1) * self.stride * sizeof(double))
+            if self.rows_prepared == NULL:
+                raise MemoryError()
+        memcpy(self.rows_prepared, self.prepared, self.n_blocks * self.stride * sizeof(double))
+        if self._row_flag >= 0:
+            for b in range(self.n_blocks):
+                self.rows_prepared[b * self.stride + FO_COMMON_FIELDS + self._row_flag] = 1.0
+        rows = tl.rows_view()
+        row_grads = tl.row_grads()
+        for i in range(tl.n_tensors):
+            n_row_elements += tl._n_rows[i] * tl._widths[i]
+        if n_row_elements < GIL_RELEASE_MIN_ELEMENTS:
+            rc = fo_step_rows(kernel, rows, row_grads, self.rows_prepared, self.n_blocks, n_threads)
+        else:
+            with nogil:
+                rc = fo_step_rows(kernel, rows, row_grads, self.rows_prepared, self.n_blocks, n_threads)
+        if rc != 0:
+            raise MemoryError(f"fusedopt: the {fo_kernel_name(kernel).decode()} kernel could not step "
+                              f"the rows of a row-sparse gradient (out of memory)")
         return 0
 
     cdef void set_multiplier(self, double multiplier):
@@ -213,8 +285,12 @@ cdef class Plan:
                 lb.fill(self._rows, multiplier, self._rounding, len(group_snapshot))
             for lb in self.blocks:
                 lb.tensors.check_grads(seq, lists)
+            for lb in self.blocks:
+                lb.check_rows(len(group_snapshot))
+            for lb in self.blocks:
+                lb.tensors.merge_rows(n_threads)
             if need_norm:
-                norm = _norm_of(lists, seq, n_threads, &non_finite, FO_OPERAND_GRAD) / grad_scale
+                norm = _norm_of(lists, n_threads, &non_finite, FO_OPERAND_GRAD) / grad_scale
                 if non_finite and skip_nonfinite:
                     return False, norm
                 if max_grad_norm > 0.0:
@@ -222,17 +298,7 @@ cdef class Plan:
                     for lb in self.blocks:
                         lb.set_multiplier(multiplier)
             for lb in self.blocks:
-                if lb.tensors.n_elements < GIL_RELEASE_MIN_ELEMENTS:
-                    rc = fo_step_prepared(lb.tensors.kernel, &lb.tensors.c, lb.prepared, lb.n_blocks, n_threads)
-                else:
-                    with nogil:
-                        rc = fo_step_prepared(lb.tensors.kernel, &lb.tensors.c, lb.prepared, lb.n_blocks,
-                                              n_threads)
-                if rc != 0:
-                    # only a kernel with a reduction pass allocates (its scratch), before
-                    # writing anything; lists stepped before this one keep their step
-                    raise MemoryError(f"fusedopt: no memory for the {fo_kernel_name(lb.tensors.kernel).decode()} "
-                                      f"kernel's reduction pass")
+                lb.step(n_threads)
                 lb.commit()
         finally:
             for lb in self.blocks:
@@ -264,8 +330,7 @@ cdef double _scaled_norm(object seq):
     return largest * float(np.sqrt(sum(np.sum(np.square(a / largest)) for a in seq)))
 
 
-cdef double _norm_of(tuple lists, object seq, int n_threads, bint *non_finite,
-                     fo_operand operand) except? -1.0:
+cdef double _norm_of(tuple lists, int n_threads, bint *non_finite, fo_operand operand) except? -1.0:
     """Global L2 norm of the lists' gradients (or params), in a fixed order (list
     order), the same bits for any thread count."""
     cdef double sum_sq = 0.0
@@ -279,18 +344,14 @@ cdef double _norm_of(tuple lists, object seq, int n_threads, bint *non_finite,
     if non_finite[0]:
         return float("nan")
     if sum_sq == float("inf"):  # finite values whose squares overflow (float64 only)
-        return _scaled_norm(seq)
+        return _scaled_norm([a for tl in lists for a in tl.stat_arrays(operand)])
     return sqrt(sum_sq)
 
 
 def arrays_norm(tuple lists):
     """Global L2 norm of the TensorLists' own arrays (NaN if any is non-finite)."""
     cdef bint non_finite = False
-    cdef TensorList tl
-    arrays = []
-    for tl in lists:
-        arrays.extend(tl.params)
-    return _norm_of(lists, arrays, fo_get_num_threads(), &non_finite, FO_OPERAND_PARAM)
+    return _norm_of(lists, fo_get_num_threads(), &non_finite, FO_OPERAND_PARAM)
 
 
 cdef class StepLock:

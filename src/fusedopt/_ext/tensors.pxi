@@ -195,6 +195,20 @@ cdef class TensorList:
     cdef unsigned *_applicable     # per tensor: bit k set if its shape has slot k
     cdef int _param_storage_id     # fo_stats' storage ids, looked up once, not per step
     cdef int _grad_storage_id
+    # row-sparse gradients (rows.pxi)
+    cdef bint _dense_grads         # which gradients the kernel's algorithm takes
+    cdef bint _row_grads
+    cdef Py_ssize_t _n_sparse      # tensors with a RowSparseGrad at this step
+    cdef list _sparse              # per tensor: (indices, values) of this step, or None
+    cdef list _merged              # per tensor: (rows, values) merged at this step, or None
+    cdef const int64_t **_row_ptrs
+    cdef int64_t *_n_rows
+    cdef int64_t *_widths
+    cdef fo_row_grads _rows_c
+    cdef fo_tensor_list _view      # c with other sizes and gradients (rows.pxi, views)
+    cdef int64_t *_view_sizes
+    cdef int64_t *_view_offsets
+    cdef const void **_view_grads
 
     def __cinit__(self):
         cdef int k
@@ -214,6 +228,12 @@ cdef class TensorList:
         self._hyper = NULL
         self._intervals = NULL
         self._reduced = NULL
+        self._row_ptrs = NULL
+        self._n_rows = NULL
+        self._widths = NULL
+        self._view_sizes = NULL
+        self._view_offsets = NULL
+        self._view_grads = NULL
 
     def __dealloc__(self):
         cdef int k
@@ -233,9 +253,16 @@ cdef class TensorList:
         free(self._hyper)
         free(self._intervals)
         free(self._reduced)
+        free(<void *>self._row_ptrs)
+        free(self._n_rows)
+        free(self._widths)
+        free(self._view_sizes)
+        free(self._view_offsets)
+        free(<void *>self._view_grads)
 
     def __init__(self, int kernel, list params, list positions, list hyper, list slots,
-                 list slot_names, bint writeable=True, list scales=None, list masters=None):
+                 list slot_names, bint writeable=True, list scales=None, list masters=None,
+                 bint dense_grads=True, bint row_grads=False):
         cdef Py_ssize_t n = len(params), i, k, n_slots = len(slots)
         cdef int64_t block = fo_kernel_block(kernel) if kernel >= 0 else 1
         cdef bint quantized = False
@@ -259,6 +286,11 @@ cdef class TensorList:
         self.masters = list(masters)
         self._slot_names = list(slot_names)
         self._grads = [None] * n
+        self._dense_grads = dense_grads
+        self._row_grads = row_grads
+        self._n_sparse = 0
+        self._sparse = [None] * n
+        self._merged = [None] * n
         if kernel >= 0:
             self.typenum = _typenum_of_storage(fo_kernel_param_storage(kernel).decode())
             self.grad_typenum = _typenum_of_storage(fo_kernel_grad_storage(kernel).decode())
@@ -325,6 +357,15 @@ cdef class TensorList:
             self._slot_ptrs[k] = <void **>malloc(max(n, 1) * sizeof(void *))
             self._scale_ptrs[k] = <float **>malloc(max(n, 1) * sizeof(float *))
             self._slot_sizes[k] = <int64_t *>calloc(max(n, 1), sizeof(int64_t))
+        self._row_ptrs = <const int64_t **>calloc(max(n, 1), sizeof(int64_t *))
+        self._n_rows = <int64_t *>calloc(max(n, 1), sizeof(int64_t))
+        self._widths = <int64_t *>calloc(max(n, 1), sizeof(int64_t))
+        self._view_sizes = <int64_t *>calloc(max(n, 1), sizeof(int64_t))
+        self._view_offsets = <int64_t *>calloc(n + 1, sizeof(int64_t))
+        self._view_grads = <const void **>calloc(max(n, 1), sizeof(void *))
+        if (self._row_ptrs == NULL or self._n_rows == NULL or self._widths == NULL or self._view_sizes == NULL
+                or self._view_offsets == NULL or self._view_grads == NULL):
+            raise MemoryError()
         if (self._positions == NULL or self._param_ptrs == NULL or self._grad_ptrs == NULL
                 or self._master_ptrs == NULL or self._sizes == NULL or self._offsets == NULL
                 or self._hyper == NULL or self._intervals == NULL or self._rows == NULL
@@ -390,6 +431,10 @@ cdef class TensorList:
         self.c.hyper = self._hyper
         self.c.rows = self._rows if self._factored else NULL
         self.c.cols = self._cols if self._factored else NULL
+        self.c.first = NULL
+        self._rows_c.row = self._row_ptrs
+        self._rows_c.n_rows = self._n_rows
+        self._rows_c.width = self._widths
         if kernel >= 0 and fo_kernel_n_reduced(kernel) > 0:
             self._reduced = <double *>calloc(max(n, 1) * fo_kernel_n_reduced(kernel), sizeof(double))
             if self._reduced == NULL:
@@ -463,20 +508,19 @@ cdef class TensorList:
                 raise LayoutChanged()
             if self._factored and not self._same_matrix(p, i):
                 raise LayoutChanged()     # reshaped in place: its factored state no longer fits
+            if type(g_obj) is RowSparseGrad:
+                self._check_row_grad(<RowSparseGrad>g_obj, i, pos, p, lists)
+                continue
+            if not self._dense_grads:
+                raise TypeError(f"grads[{pos}] must be a fusedopt.RowSparseGrad: "
+                                f"{self._algorithm_name()} has no step for dense gradients")
             if not cnp.PyArray_Check(g_obj):
                 raise TypeError(f"grads[{pos}] must be a numpy.ndarray, got {type(g_obj).__name__}")
             if not cnp.PyArray_CheckExact(g_obj) and isinstance(g_obj, np.ma.MaskedArray):
                 raise TypeError(f"grads[{pos}] must be a plain ndarray, not a masked array "
                                 "(the kernels would ignore its mask)")
             g = <cnp.ndarray>g_obj
-            if cnp.PyArray_TYPE(g) != self.grad_typenum or not cnp.PyArray_ISNOTSWAPPED(g):
-                if cnp.PyArray_ISNOTSWAPPED(g) and (cnp.PyArray_TYPE(g) == self.typenum or
-                                                   _narrower_grad_allowed(self.typenum, cnp.PyArray_TYPE(g))):
-                    raise LayoutChanged()    # another allowed gradient dtype: another kernel
-                allowed = "float32, bfloat16 or float16" if self.typenum == cnp.NPY_FLOAT32 else str(p.dtype)
-                raise TypeError(f"grads[{pos}] must have dtype {allowed} for params[{pos}] "
-                                f"({p.dtype}), got {g.dtype}; fusedopt never narrows a gradient "
-                                f"or copies one")
+            self._check_grad_dtype(g, f"grads[{pos}]", p, pos)
             if not _same_shape(g, p):
                 raise ValueError(f"grads[{pos}] must have the shape of params[{pos}] "
                                  f"{(<object>p).shape}, got {(<object>g).shape}")
@@ -484,16 +528,27 @@ cdef class TensorList:
                 raise ValueError(f"grads[{pos}] must be C-contiguous and aligned "
                                  f"(fusedopt never copies)")
             if self._sizes[i] > 0:
-                start = <uintptr_t>cnp.PyArray_DATA(g)
-                for other in lists:
-                    j = other._overlapping(start, start + <uintptr_t>cnp.PyArray_NBYTES(g))
-                    if j >= 0:
-                        raise ValueError(f"grads[{pos}] shares memory with {other._interval_name(j)}; "
-                                         f"a gradient must not alias what the step writes")
+                _check_not_written(g, f"grads[{pos}]", lists)
             self._grads[i] = g
             self._grad_ptrs[i] = cnp.PyArray_DATA(g)
         self._check_slots_unchanged()
         return 0
+
+    cdef int _check_grad_dtype(self, cnp.ndarray g, str name, cnp.ndarray p, Py_ssize_t pos) except -1:
+        """TypeError unless g's dtype is this kernel's gradient storage; LayoutChanged
+        if it is another one the parameter allows (another kernel reads it)."""
+        if cnp.PyArray_TYPE(g) != self.grad_typenum or not cnp.PyArray_ISNOTSWAPPED(g):
+            if cnp.PyArray_ISNOTSWAPPED(g) and (cnp.PyArray_TYPE(g) == self.typenum or
+                                               _narrower_grad_allowed(self.typenum, cnp.PyArray_TYPE(g))):
+                raise LayoutChanged()    # another allowed gradient dtype: another kernel
+            allowed = "float32, bfloat16 or float16" if self.typenum == cnp.NPY_FLOAT32 else str(p.dtype)
+            raise TypeError(f"{name} must have dtype {allowed} for params[{pos}] "
+                            f"({p.dtype}), got {g.dtype}; fusedopt never narrows a gradient "
+                            f"or copies one")
+        return 0
+
+    cdef str _algorithm_name(self):
+        return fo_kernel_algorithm(self.kernel).decode() if self.kernel >= 0 else "this list"
 
     cdef bint _same_matrix(self, cnp.ndarray p, Py_ssize_t i):
         """True if p's last two dimensions are still those of tensor i's factored state."""
@@ -527,15 +582,171 @@ cdef class TensorList:
         for i in range(self.n_tensors):
             self._grads[i] = None
             self._grad_ptrs[i] = NULL
+            self._sparse[i] = None
+            self._merged[i] = None
+            self._row_ptrs[i] = NULL
+            self._n_rows[i] = 0
+        self._n_sparse = 0
 
     cdef int stats(self, fo_operand operand, int n_threads, fo_grad_stats *out) except -1:
         """Sum of squares and finiteness of the recorded gradients (or of the params)."""
         cdef int rc, storage = self._grad_storage_id if operand == FO_OPERAND_GRAD else self._param_storage_id
+        cdef const fo_tensor_list *tensors = &self.c
+        if operand == FO_OPERAND_GRAD and self._n_sparse > 0:
+            tensors = self._stats_view()     # the merged rows of row-sparse gradients
         with nogil:
-            rc = fo_stats(storage, &self.c, operand, n_threads, out, NULL)
+            rc = fo_stats(storage, tensors, operand, n_threads, out, NULL)
         if rc != 0:
             raise MemoryError("fusedopt: no memory for the gradient statistics")
         return 0
+
+
+    cdef list stat_arrays(self, fo_operand operand):
+        """The arrays `stats` reads: the params, or the gradients (merged rows of
+        row-sparse ones)."""
+        cdef Py_ssize_t i
+        if operand == FO_OPERAND_PARAM:
+            return list(self.params)
+        return [self._grads[i] if self._merged[i] is None else self._merged[i][1][:self._n_rows[i]]
+                for i in range(self.n_tensors)]
+
+    # -- row-sparse gradients ---------------------------------------------------
+
+    cdef int _check_row_grad(self, RowSparseGrad rg, Py_ssize_t i, Py_ssize_t pos, cnp.ndarray p,
+                             tuple lists) except -1:
+        """Validate tensor i's row-sparse gradient as it is now (its arrays may have
+        been reshaped in place since it was made) and record it."""
+        cdef cnp.ndarray idx, v
+        cdef int64_t width = 1
+        cdef int k, d
+        name = f"grads[{pos}]"
+        if not self._row_grads:
+            raise TypeError(f"{name} is a RowSparseGrad, but {self._algorithm_name()} has no row-sparse step "
+                            f"(Adagrad, SGD and SparseAdam have one)")
+        if cnp.PyArray_NDIM(p) < 1:
+            raise ValueError(f"{name} is a RowSparseGrad, but params[{pos}] is 0-d: it has no rows")
+        check_index_array(rg.indices, f"{name}.indices")
+        check_array(rg.values, f"{name}.values", False)
+        idx = <cnp.ndarray>rg.indices
+        v = <cnp.ndarray>rg.values
+        self._check_grad_dtype(v, f"{name}.values", p, pos)
+        expected = ((<object>idx).shape[0],) + (<object>p).shape[1:]
+        if (<object>v).shape != expected:
+            raise ValueError(f"{name}.values must have shape {expected} (one row of params[{pos}] "
+                             f"{(<object>p).shape} per index), got {(<object>v).shape}")
+        for d in range(1, cnp.PyArray_NDIM(p)):
+            width *= cnp.PyArray_DIMS(p)[d]
+        for k in range(FO_MAX_SLOTS):
+            if self._scale_ptrs[k][i] != NULL and width % FO_QUANTIZATION_BLOCK != 0:
+                raise ValueError(f"{name}: 8-bit state steps whole blocks of {FO_QUANTIZATION_BLOCK} "
+                                 f"elements, and a row of params[{pos}] has {width}; use "
+                                 f"state_dtype='bfloat16' or 'float32' for this table (or rows of a "
+                                 f"multiple of {FO_QUANTIZATION_BLOCK})")
+        _check_not_written(v, f"{name}.values", lists)
+        _check_not_written(idx, f"{name}.indices", lists)
+        self._sparse[i] = (idx, v)
+        self._widths[i] = width
+        self._grad_ptrs[i] = NULL
+        self._n_sparse += 1
+        return 0
+
+    cdef int merge_rows(self, int n_threads) except -1:
+        """Sort and merge this step's row-sparse gradients (fo_merge_rows): checks
+        every row number, on the merge's own copy, before any kernel runs."""
+        cdef Py_ssize_t i
+        cdef cnp.ndarray idx, v, rows, merged
+        cdef int64_t n, got, bad = 0, n_table, width
+        cdef int index_bytes, storage = self._grad_storage_id
+        if self._n_sparse == 0:
+            return 0
+        for i in range(self.n_tensors):
+            if self._sparse[i] is None:
+                continue
+            idx, v = self._sparse[i]
+            n = cnp.PyArray_DIMS(idx)[0]
+            n_table = cnp.PyArray_DIMS(<cnp.ndarray>self.params[i])[0]
+            width = self._widths[i]
+            index_bytes = <int>cnp.PyArray_ITEMSIZE(idx)
+            rows = np.empty(n, np.int64)
+            merged = np.empty((<object>v).shape, (<object>v).dtype)
+            if n * width < GIL_RELEASE_MIN_ELEMENTS:
+                got = fo_merge_rows(storage, cnp.PyArray_DATA(idx), index_bytes, n, cnp.PyArray_DATA(v), width,
+                                    n_table, <int64_t *>cnp.PyArray_DATA(rows), cnp.PyArray_DATA(merged), &bad,
+                                    n_threads)
+            else:
+                with nogil:
+                    got = fo_merge_rows(storage, cnp.PyArray_DATA(idx), index_bytes, n, cnp.PyArray_DATA(v),
+                                        width, n_table, <int64_t *>cnp.PyArray_DATA(rows),
+                                        cnp.PyArray_DATA(merged), &bad, n_threads)
+            if got == -1:
+                raise MemoryError("fusedopt: no memory to merge a row-sparse gradient")
+            if got == -2:
+                raise ValueError(f"grads[{self._positions[i]}].indices holds row {bad}, outside [0, {n_table}) "
+                                 f"for params[{self._positions[i]}] of shape {(<object>self.params[i]).shape}")
+            self._merged[i] = (rows, merged)
+            self._row_ptrs[i] = <const int64_t *>cnp.PyArray_DATA(rows)
+            self._n_rows[i] = got
+        return 0
+
+    cdef const fo_tensor_list *_stats_view(self):
+        """c with each row-sparse gradient's merged rows as its gradient."""
+        cdef Py_ssize_t i
+        self._view = self.c
+        self._view_offsets[0] = 0
+        for i in range(self.n_tensors):
+            if self._merged[i] is None:
+                self._view_sizes[i] = self._sizes[i]
+                self._view_grads[i] = self._grad_ptrs[i]
+            else:
+                self._view_sizes[i] = self._n_rows[i] * self._widths[i]
+                self._view_grads[i] = cnp.PyArray_DATA(<cnp.ndarray>self._merged[i][1])
+            self._view_offsets[i + 1] = self._view_offsets[i] + self._view_sizes[i]
+        self._view.size = self._view_sizes
+        self._view.offset = self._view_offsets
+        self._view.grad = self._view_grads
+        return &self._view
+
+    cdef const fo_tensor_list *dense_view(self):
+        """c without the tensors of row-sparse gradients (the dense step's list)."""
+        cdef Py_ssize_t i
+        cdef int64_t block = fo_kernel_block(self.kernel)
+        self._view = self.c
+        self._view_offsets[0] = 0
+        for i in range(self.n_tensors):
+            self._view_sizes[i] = self._sizes[i] if self._merged[i] is None else 0
+            self._view_offsets[i + 1] = (self._view_offsets[i]
+                                         + (self._view_sizes[i] + block - 1) // block * block)
+        self._view.size = self._view_sizes
+        self._view.offset = self._view_offsets
+        return &self._view
+
+    cdef const fo_tensor_list *rows_view(self):
+        """c with the merged rows as the gradients (fo_step_rows' list)."""
+        cdef Py_ssize_t i
+        self._view = self.c
+        for i in range(self.n_tensors):
+            self._view_grads[i] = (NULL if self._merged[i] is None
+                                   else cnp.PyArray_DATA(<cnp.ndarray>self._merged[i][1]))
+        self._view.grad = self._view_grads
+        return &self._view
+
+    cdef const fo_row_grads *row_grads(self):
+        return &self._rows_c
+
+
+cdef int _check_not_written(cnp.ndarray a, str name, tuple lists) except -1:
+    """ValueError naming `name` if `a` overlaps a buffer any of `lists` writes."""
+    cdef TensorList other
+    cdef Py_ssize_t j
+    cdef uintptr_t start = <uintptr_t>cnp.PyArray_DATA(a)
+    if cnp.PyArray_NBYTES(a) == 0:
+        return 0
+    for other in lists:
+        j = other._overlapping(start, start + <uintptr_t>cnp.PyArray_NBYTES(a))
+        if j >= 0:
+            raise ValueError(f"{name} shares memory with {other._interval_name(j)}; "
+                             f"a gradient must not alias what the step writes")
+    return 0
 
 
 #: elements per absmax block of 8-bit state

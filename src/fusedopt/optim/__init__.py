@@ -19,6 +19,8 @@ from .radam import RAdam
 from .rmsprop import RMSprop
 from .schedule_free import AdamWScheduleFree, SGDScheduleFree
 from .sgd import SGD
+from .sparse_adam import SparseAdam
 
 __all__ = ["Optimizer", "Adadelta", "Adafactor", "Adagrad", "Adam", "AdamW", "AdamWScheduleFree", "Adamax", "LAMB",
-           "Lion", "Muon", "NAdam", "RAdam", "RMSprop", "SGD", "SGDScheduleFree"]
+           "Lion", "Muon", "NAdam", "RAdam", "RMSprop", "SGD", "SGDScheduleFree",
+           "SparseAdam"]

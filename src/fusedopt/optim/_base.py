@@ -459,8 +459,9 @@ class Optimizer:
                     block_counters.append(state.counters)
                 hyper.append(blocks_of[key])
             tensors = _core.TensorList(kernel_id, [params[i] for i in positions], positions, hyper,
-                                       slots, list(slot_names), True, scales, masters)
-            blocks = _core.ListBlocks(tensors, block_groups, block_counters)
+                                       slots, list(slot_names), True, scales, masters,
+                                       dense_grads=self.spec.dense, row_grads=self.spec.row_sparse is not None)
+            blocks = _core.ListBlocks(tensors, block_groups, block_counters, tuple(self.spec.row_sparse or ()))
             built.append(blocks)
             members.extend((new_states[id(params[i])], blocks, hyper[j]) for j, i in enumerate(positions))
         lists = tuple(b.tensors for b in built)

@@ -80,6 +80,12 @@ class Spec:
     group_counters : tuple of str
         Counters of the param group rather than the array (schedule-free's
         weight sum): an array new to a group starts with its group's values.
+    row_sparse : tuple of str, optional
+        The algorithm has a row-sparse step (``RowSparseGrad`` gradients, updating
+        only the rows given) while these hyperparameters are 0 (they would touch
+        every row: weight decay, momentum).  None: dense gradients only.
+    dense : bool
+        False if the algorithm takes row-sparse gradients only (SparseAdam).
     """
 
     algorithm: str
@@ -89,6 +95,8 @@ class Spec:
     real_counters: tuple = ()
     initial_state: Mapping[str, str] = field(default_factory=dict)
     group_counters: tuple = ()
+    row_sparse: Optional[tuple] = None
+    dense: bool = True
 
     def kernel(self, param_dtype, grad_dtype=None, state_dtype=None):
         """The kernel catalogue entry for these dtypes (TypeError if none is compiled).

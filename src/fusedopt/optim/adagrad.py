@@ -15,7 +15,8 @@ ADAGRAD_SPEC = Spec("adagrad", (
     Hyper("weight_decay", "rate"),
     Hyper("eps", "positive"),
     Hyper("maximize", "bool"),
-), check=_check_adagrad, initial_state={"sum": "initial_accumulator_value"})
+), constants={"row_sparse": 0.0}, check=_check_adagrad, initial_state={"sum": "initial_accumulator_value"},
+   row_sparse=("weight_decay",))
 
 
 class Adagrad(Optimizer):

@@ -19,7 +19,7 @@ SGD_SPEC = Spec("sgd", (
     Hyper("nesterov", "bool"),
     Hyper("maximize", "bool"),
     Hyper("lr_in_velocity", "bool"),
-), check=_check_sgd)
+), check=_check_sgd, row_sparse=("momentum", "weight_decay"))
 
 
 class SGD(Optimizer):

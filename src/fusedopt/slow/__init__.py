@@ -11,7 +11,7 @@ Low-precision storage (16-bit parameters and state, 8-bit block quantization,
 stochastic rounding) has its twins in :mod:`fusedopt.slow.storage` and
 :mod:`fusedopt.slow.quantization`.
 """
-from . import quantization, storage
+from . import quantization, sparse, storage
 from .adadelta import adadelta_
 from .adafactor import adafactor_
 from .adagrad import adagrad_
@@ -27,4 +27,4 @@ from .schedule_free import schedule_free_
 from .sgd import sgd_
 
 __all__ = ["adadelta_", "adafactor_", "adagrad_", "adam_", "adamax_", "lamb_", "lion_", "muon_", "nadam_", "radam_",
-           "rmsprop_", "schedule_free_", "sgd_", "quantization", "storage"]
+           "rmsprop_", "schedule_free_", "sgd_", "quantization", "sparse", "storage"]

@@ -18,102 +18,174 @@
 #endif
 
 /* ------------------------------------------------------------------------- */
-/* Sorting the row numbers                                                    */
+/* Sorting the rows                                                           */
 /* ------------------------------------------------------------------------- */
 
+/* The duplicates of one row are added in the order of their bits (each element
+ * read as an unsigned integer of the storage's width, element 0 first), so that
+ * the sum does not depend on the order they arrived in.  A radix sort orders the
+ * gradient rows by row number; the duplicates of a row are then ordered by the
+ * bits of their element 0, and those that tie on it by all their bits (unless
+ * they are identical). */
 #define RADIX_BITS 11
 #define RADIX_SIZE (1 << RADIX_BITS)
 
-/* Sort positions 0..n-1 by row[position], stably (equal rows keep position order):
- * least significant digit first, as many 11-bit digits as the largest row needs.
- * order and scratch hold n positions each; counts RADIX_SIZE entries. */
-static void sort_by_row(const int64_t *row, int64_t n, int64_t largest, int64_t *order, int64_t *scratch,
-                        int64_t *counts)
+typedef struct {
+    uint64_t key;     /* the row number */
+    uint64_t first;   /* the bits of element 0 of the gradient row */
+    int64_t position; /* the gradient row */
+} sort_item;
+
+/* Stable LSD radix sort of items[0..n) by key bits [0, bits); scratch holds n items,
+ * counts RADIX_SIZE entries. */
+static void radix_sort(sort_item *items, sort_item *scratch, int64_t n, int bits, int64_t *counts)
 {
-    int64_t *from = order, *to = scratch, *swap, k;
+    sort_item *from = items, *to = scratch, *swap;
     int shift;
-    for (k = 0; k < n; k++) order[k] = k;
-    for (shift = 0; shift < 63 && (largest >> shift) != 0; shift += RADIX_BITS) {
+    int64_t k;
+    for (shift = 0; shift < bits; shift += RADIX_BITS) {
         int64_t total = 0;
         memset(counts, 0, RADIX_SIZE * sizeof(int64_t));
-        for (k = 0; k < n; k++) counts[(row[from[k]] >> shift) & (RADIX_SIZE - 1)]++;
+        for (k = 0; k < n; k++) counts[(from[k].key >> shift) & (RADIX_SIZE - 1)]++;
+        if (counts[(from[0].key >> shift) & (RADIX_SIZE - 1)] == n) continue;   /* one digit: no move */
         for (k = 0; k < RADIX_SIZE; k++) {
             const int64_t c = counts[k];
             counts[k] = total;
             total += c;
         }
-        for (k = 0; k < n; k++) to[counts[(row[from[k]] >> shift) & (RADIX_SIZE - 1)]++] = from[k];
+        for (k = 0; k < n; k++) to[counts[(from[k].key >> shift) & (RADIX_SIZE - 1)]++] = from[k];
         swap = from;
         from = to;
         to = swap;
     }
-    if (from != order) memcpy(order, from, (size_t)n * sizeof(int64_t));
+    if (from != items) memcpy(items, from, (size_t)n * sizeof(sort_item));
 }
 
-/* The duplicates of one row are added in the order of their bits (element after
- * element, each compared as an unsigned integer of the storage's width), so that
- * the sum does not depend on the order they arrived in. */
+/* Element k of gradient row `position`, as an unsigned integer of the storage's width. */
+static inline uint64_t element_bits(const unsigned char *values, size_t itemsize, int64_t width, int64_t position,
+                                    int64_t k)
+{
+    const unsigned char *at = values + ((size_t)position * (size_t)width + (size_t)k) * itemsize;
+    switch (itemsize) {
+    case 2: { uint16_t x; memcpy(&x, at, 2); return x; }
+    case 4: { uint32_t x; memcpy(&x, at, 4); return x; }
+    default: { uint64_t x; memcpy(&x, at, 8); return x; }
+    }
+}
+
+
 typedef struct {
     const unsigned char *values;
-    size_t row_bytes, itemsize;
+    size_t itemsize;
+    int64_t width;
 } row_bits;
 
-static int compare_row_bits(const row_bits *b, int64_t x, int64_t y)
+/* Rows x and y by their bits, element after element. */
+static int compare_rows(const row_bits *b, int64_t x, int64_t y)
 {
-    const unsigned char *a = b->values + (size_t)x * b->row_bytes, *c = b->values + (size_t)y * b->row_bytes;
-    size_t k;
-    for (k = 0; k < b->row_bytes; k += b->itemsize) {
-        uint64_t u = 0, v = 0;
-        memcpy(&u, a + k, b->itemsize);   /* little- or big-endian: a fixed order either way */
-        memcpy(&v, c + k, b->itemsize);
+    int64_t k;
+    for (k = 0; k < b->width; k++) {
+        const uint64_t u = element_bits(b->values, b->itemsize, b->width, x, k);
+        const uint64_t v = element_bits(b->values, b->itemsize, b->width, y, k);
         if (u != v) return u < v ? -1 : 1;
     }
-    return x < y ? -1 : (x > y ? 1 : 0);  /* identical rows: either order gives the same sum */
+    return 0;
 }
 
-/* Merge sort of positions[0..n) by their rows' bits (scratch: n entries). */
-static void sort_by_bits(const row_bits *b, int64_t *positions, int64_t *scratch, int64_t n)
+/* Merge sort of items[0..n) by their rows' bits (scratch: n items). */
+static void sort_by_bits(const row_bits *b, sort_item *items, sort_item *scratch, int64_t n)
 {
     int64_t half, i, j, k;
     if (n < 2) return;
     if (n <= 8) {   /* insertion sort */
         for (i = 1; i < n; i++) {
-            const int64_t x = positions[i];
-            for (j = i; j > 0 && compare_row_bits(b, positions[j - 1], x) > 0; j--) positions[j] = positions[j - 1];
-            positions[j] = x;
+            const sort_item x = items[i];
+            for (j = i; j > 0 && compare_rows(b, items[j - 1].position, x.position) > 0; j--) items[j] = items[j - 1];
+            items[j] = x;
         }
         return;
     }
     half = n / 2;
-    sort_by_bits(b, positions, scratch, half);
-    sort_by_bits(b, positions + half, scratch, n - half);
+    sort_by_bits(b, items, scratch, half);
+    sort_by_bits(b, items + half, scratch, n - half);
     for (i = 0, j = half, k = 0; i < half && j < n; k++)
-        scratch[k] = compare_row_bits(b, positions[j], positions[i]) < 0 ? positions[j++] : positions[i++];
-    while (i < half) scratch[k++] = positions[i++];
-    while (j < n) scratch[k++] = positions[j++];
-    memcpy(positions, scratch, (size_t)n * sizeof(int64_t));
+        scratch[k] = compare_rows(b, items[j].position, items[i].position) < 0 ? items[j++] : items[i++];
+    while (i < half) scratch[k++] = items[i++];
+    while (j < n) scratch[k++] = items[j++];
+    memcpy(items, scratch, (size_t)n * sizeof(sort_item));
+}
+
+/* Order a run of items with equal element 0 by all their bits (identical rows need no order). */
+static void order_tie(const row_bits *b, sort_item *items, sort_item *scratch, int64_t n)
+{
+    int64_t j;
+    for (j = 1; j < n; j++)
+        if (compare_rows(b, items[0].position, items[j].position) != 0) break;
+    if (j < n) sort_by_bits(b, items, scratch, n);
+}
+
+/* Merge sort of the duplicates items[0..n) of one row by the bits of their element 0. */
+static void sort_by_first(sort_item *items, sort_item *scratch, int64_t n)
+{
+    int64_t half, i, j, k;
+    if (n <= 16) {   /* insertion sort */
+        for (i = 1; i < n; i++) {
+            const sort_item x = items[i];
+            for (j = i; j > 0 && items[j - 1].first > x.first; j--) items[j] = items[j - 1];
+            items[j] = x;
+        }
+        return;
+    }
+    half = n / 2;
+    sort_by_first(items, scratch, half);
+    sort_by_first(items + half, scratch, n - half);
+    for (i = 0, j = half, k = 0; i < half && j < n; k++)
+        scratch[k] = items[j].first < items[i].first ? items[j++] : items[i++];
+    while (i < half) scratch[k++] = items[i++];
+    while (j < n) scratch[k++] = items[j++];
+    memcpy(items, scratch, (size_t)n * sizeof(sort_item));
+}
+
+/* The canonical order of the duplicates items[0..n) of one row (see above). */
+static void order_duplicates(const row_bits *b, sort_item *items, sort_item *scratch, int64_t n)
+{
+    int64_t begin, k;
+    sort_by_first(items, scratch, n);
+    for (begin = 0; begin < n; begin = k) {
+        for (k = begin + 1; k < n && items[k].first == items[begin].first; k++) {}
+        if (k - begin > 1) order_tie(b, items + begin, scratch, k - begin);
+    }
 }
 
 /* ------------------------------------------------------------------------- */
 /* Summing duplicates                                                         */
 /* ------------------------------------------------------------------------- */
 
-/* out = the sum of the rows at order[0..count), in that order. */
+/* out = the sum of the rows at items[0..count), in that order, element-wise: row
+ * after row over a chunk of elements (the adds of each element in the same order). */
+#define FO_SUM_CHUNK 256
 #define FO_DEFINE_ROW_SUM(s, ACC, LOAD, STORE)                                                   \
-    static void row_sum_##s(const void *values, const int64_t *order, int64_t count, int64_t width, \
+    static void row_sum_##s(const void *values, const sort_item *items, int64_t count, int64_t width, \
                             void *out)                                                         \
     {                                                                                          \
         const FO_STORAGE_##s##_TYPE *v = (const FO_STORAGE_##s##_TYPE *)values;                \
         FO_STORAGE_##s##_TYPE *o = (FO_STORAGE_##s##_TYPE *)out;                               \
-        int64_t j, k;                                                                          \
+        ACC acc[FO_SUM_CHUNK];                                                                 \
+        int64_t c0, j, k;                                                                      \
         if (count == 1) {                                                                      \
-            memcpy(o, v + order[0] * width, (size_t)width * sizeof(*o));                       \
+            memcpy(o, v + items[0].position * width, (size_t)width * sizeof(*o));              \
             return;                                                                            \
         }                                                                                      \
-        for (k = 0; k < width; k++) {                                                          \
-            ACC sum = LOAD(v + order[0] * width, k);                                           \
-            for (j = 1; j < count; j++) sum = sum + LOAD(v + order[j] * width, k);             \
-            STORE(o, k, sum);                                                                  \
+        for (c0 = 0; c0 < width; c0 += FO_SUM_CHUNK) {                                         \
+            const int64_t len = width - c0 < FO_SUM_CHUNK ? width - c0 : FO_SUM_CHUNK;         \
+            const FO_STORAGE_##s##_TYPE *first = v + items[0].position * width + c0;           \
+            for (k = 0; k < len; k++) acc[k] = LOAD(first, k);                                 \
+            for (j = 1; j < count; j++) {                                                      \
+                const FO_STORAGE_##s##_TYPE *row = v + items[j].position * width + c0;         \
+                FO_PRAGMA_SIMD                                                                 \
+                for (k = 0; k < len; k++) acc[k] = acc[k] + LOAD(row, k);                      \
+            }                                                                                  \
+            for (k = 0; k < len; k++) STORE(o + c0, k, acc[k]);                                \
         }                                                                                      \
     }
 FO_DEFINE_ROW_SUM(f32, float, FO_STORAGE_f32_LOAD, FO_STORAGE_f32_STORE)
@@ -122,7 +194,7 @@ FO_DEFINE_ROW_SUM(bf16, float, FO_STORAGE_bf16_LOAD, FO_STORAGE_bf16_STORE)
 FO_DEFINE_ROW_SUM(f16, float, FO_STORAGE_f16_LOAD, FO_STORAGE_f16_STORE)
 #undef FO_DEFINE_ROW_SUM
 
-typedef void (*row_sum_fn)(const void *values, const int64_t *order, int64_t count, int64_t width, void *out);
+typedef void (*row_sum_fn)(const void *values, const sort_item *items, int64_t count, int64_t width, void *out);
 #define FO_ROW_SUM_ENTRY(s) row_sum_##s,
 static const row_sum_fn row_sums[FO_N_STATS_STORAGES] = {FO_STATS_STORAGES(FO_ROW_SUM_ENTRY)};
 #undef FO_ROW_SUM_ENTRY
@@ -137,62 +209,67 @@ int64_t fo_merge_rows(int storage, const void *indices, int index_bytes, int64_t
                       int64_t width, int64_t n_table_rows, int64_t *out_rows, void *out_values,
                       int64_t *bad_row, int n_threads)
 {
-    int64_t *row, *order, *scratch, *counts, *first, k, u, n_unique = 0, largest = 0;
+    sort_item *items, *scratch;
+    int64_t *counts, *first, k, u, n_unique = 0, largest = 0;
     row_bits bits;
-    int team;
+    int team, row_bits_needed = 0;
+    size_t row_bytes;
     if (storage < 0 || storage >= FO_N_STATS_STORAGES || (index_bytes != 4 && index_bytes != 8) || n < 0
         || width < 0)
         return -1;
     if (n == 0) return 0;
-    row = (int64_t *)malloc((size_t)n * sizeof(int64_t));
-    order = (int64_t *)malloc((size_t)n * sizeof(int64_t));
-    scratch = (int64_t *)malloc((size_t)n * sizeof(int64_t));
+    bits.values = (const unsigned char *)values;
+    bits.itemsize = row_itemsize[storage];
+    bits.width = width;
+    row_bytes = (size_t)width * bits.itemsize;
+    items = (sort_item *)malloc((size_t)n * sizeof(sort_item));
+    scratch = (sort_item *)malloc((size_t)n * sizeof(sort_item));
     first = (int64_t *)malloc((size_t)(n + 1) * sizeof(int64_t));
     counts = (int64_t *)malloc(RADIX_SIZE * sizeof(int64_t));
-    if (row == NULL || order == NULL || scratch == NULL || first == NULL || counts == NULL) {
+    if (items == NULL || scratch == NULL || first == NULL || counts == NULL) {
         n_unique = -1;
         goto done;
     }
     /* each row number is read once, here; checked on this copy, which nothing else can change */
     for (k = 0; k < n; k++) {
-        row[k] = index_bytes == 4 ? (int64_t)((const int32_t *)indices)[k] : ((const int64_t *)indices)[k];
-        if (row[k] < 0 || row[k] >= n_table_rows) {
-            *bad_row = row[k];
+        const int64_t row = index_bytes == 4 ? (int64_t)((const int32_t *)indices)[k] : ((const int64_t *)indices)[k];
+        if (row < 0 || row >= n_table_rows) {
+            *bad_row = row;
             n_unique = -2;
             goto done;
         }
-        if (row[k] > largest) largest = row[k];
+        if (row > largest) largest = row;
+        items[k].key = (uint64_t)row;
+        items[k].first = width > 0 ? element_bits(bits.values, bits.itemsize, width, k, 0) : 0;
+        items[k].position = k;
     }
-    sort_by_row(row, n, largest, order, scratch, counts);
-    /* runs of equal rows: first[u] is where distinct row u starts in order */
+    while (row_bits_needed < 63 && (largest >> row_bits_needed) != 0) row_bits_needed++;
+    radix_sort(items, scratch, n, row_bits_needed, counts);
+    /* runs of equal rows: first[u] is where distinct row u starts */
     for (k = 0; k < n; k++) {
-        if (k == 0 || row[order[k]] != row[order[k - 1]]) {
+        if (k == 0 || items[k].key != items[k - 1].key) {
             first[n_unique] = k;
-            out_rows[n_unique++] = row[order[k]];
+            out_rows[n_unique++] = (int64_t)items[k].key;
         }
     }
     first[n_unique] = n;
-    bits.values = (const unsigned char *)values;
-    bits.itemsize = row_itemsize[storage];
-    bits.row_bytes = (size_t)width * bits.itemsize;
     for (u = 0; u < n_unique; u++)
-        if (first[u + 1] - first[u] > 1) sort_by_bits(&bits, order + first[u], scratch, first[u + 1] - first[u]);
+        if (first[u + 1] - first[u] > 1) order_duplicates(&bits, items + first[u], scratch, first[u + 1] - first[u]);
     team = n * width >= FO_MERGE_PARALLEL_MIN ? fo_effective_threads(n_threads) : 1;
     if (team > 1) {
 #ifdef _OPENMP
 #pragma omp parallel for schedule(static) num_threads(team)
 #endif
         for (u = 0; u < n_unique; u++)
-            row_sums[storage](values, order + first[u], first[u + 1] - first[u], width,
-                              (char *)out_values + (size_t)u * bits.row_bytes);
+            row_sums[storage](values, items + first[u], first[u + 1] - first[u], width,
+                              (char *)out_values + (size_t)u * row_bytes);
     } else {
         for (u = 0; u < n_unique; u++)
-            row_sums[storage](values, order + first[u], first[u + 1] - first[u], width,
-                              (char *)out_values + (size_t)u * bits.row_bytes);
+            row_sums[storage](values, items + first[u], first[u + 1] - first[u], width,
+                              (char *)out_values + (size_t)u * row_bytes);
     }
 done:
-    free(row);
-    free(order);
+    free(items);
     free(scratch);
     free(first);
     free(counts);

@@ -201,6 +201,7 @@ cdef class TensorList:
     cdef Py_ssize_t _n_sparse      # tensors with a RowSparseGrad at this step
     cdef list _sparse              # per tensor: (indices, values) of this step, or None
     cdef list _merged              # per tensor: (rows, values) merged at this step, or None
+    cdef list _merge_buffers       # per tensor: the (rows, values) buffers kept for the next steps
     cdef const int64_t **_row_ptrs
     cdef int64_t *_n_rows
     cdef int64_t *_widths
@@ -291,6 +292,7 @@ cdef class TensorList:
         self._n_sparse = 0
         self._sparse = [None] * n
         self._merged = [None] * n
+        self._merge_buffers = [None] * n
         if kernel >= 0:
             self.typenum = _typenum_of_storage(fo_kernel_param_storage(kernel).decode())
             self.grad_typenum = _typenum_of_storage(fo_kernel_grad_storage(kernel).decode())
@@ -667,8 +669,7 @@ cdef class TensorList:
             n_table = cnp.PyArray_DIMS(<cnp.ndarray>self.params[i])[0]
             width = self._widths[i]
             index_bytes = <int>cnp.PyArray_ITEMSIZE(idx)
-            rows = np.empty(n, np.int64)
-            merged = np.empty((<object>v).shape, (<object>v).dtype)
+            rows, merged = self._merge_buffers_for(i, v)
             if n * width < GIL_RELEASE_MIN_ELEMENTS:
                 got = fo_merge_rows(storage, cnp.PyArray_DATA(idx), index_bytes, n, cnp.PyArray_DATA(v), width,
                                     n_table, <int64_t *>cnp.PyArray_DATA(rows), cnp.PyArray_DATA(merged), &bad,
@@ -687,6 +688,17 @@ cdef class TensorList:
             self._row_ptrs[i] = <const int64_t *>cnp.PyArray_DATA(rows)
             self._n_rows[i] = got
         return 0
+
+    cdef tuple _merge_buffers_for(self, Py_ssize_t i, cnp.ndarray v):
+        """Buffers for merging `v` into: those of an earlier step when large enough
+        (a fresh megabyte every step would cost its page faults every step)."""
+        cdef Py_ssize_t n = cnp.PyArray_DIMS(v)[0]
+        kept = self._merge_buffers[i]
+        if (kept is None or kept[0].shape[0] < n or kept[1].shape[1:] != (<object>v).shape[1:]
+                or kept[1].dtype != (<object>v).dtype):
+            kept = (np.empty(n, np.int64), np.empty((<object>v).shape, (<object>v).dtype))
+            self._merge_buffers[i] = kept
+        return kept[0][:n], kept[1][:n]
 
     cdef const fo_tensor_list *_stats_view(self):
         """c with each row-sparse gradient's merged rows as its gradient."""

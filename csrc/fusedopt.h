@@ -136,24 +136,30 @@ int fo_step_prepared(int kernel, const fo_tensor_list *tensors, double *hyper, i
 
 /* Merge a row-sparse gradient: n row numbers (int32 or int64, index_bytes 4 or 8;
  * duplicates allowed, any order) and n rows of `width` elements of `storage`
- * (fo_storage_id).  Writes the distinct row numbers, ascending, to out_rows and
- * each one's row, the sum of its duplicates, to out_values (both sized for n rows).
- * Duplicates are added in an order fixed by their bits, not by their position: the
- * same result for any order of the input rows and any thread count (float32 and
- * float64 add in their own precision; 16-bit rows in float32, rounded once).
- * Reads each row number once, into its own buffer, and checks it there:
- * returns the number of distinct rows; -1 out of memory; -2 if a row number is
- * outside [0, n_table_rows) (*bad_row: the first such one); nothing is written
- * to out_values then. */
+ * (fo_storage_id).  Writes the distinct row numbers, ascending, to out_rows, and
+ * where each one's gradient row is to grad_at (both sized for n): grad_at[u] >= 0,
+ * row grad_at[u] of `values` itself (a row given once; only when copy_all is 0);
+ * grad_at[u] < 0, row -1 - grad_at[u] of out_values (sized for n rows), the sum of
+ * its duplicates, or with copy_all every distinct row in order (out_values then
+ * holds all the merged rows, as a norm reads them).  Duplicates are added in an
+ * order fixed by their bits, not by their position: the same result for any order
+ * of the input rows and any thread count (float32 and float64 add in their own
+ * precision; 16-bit rows in float32, rounded once).  Reads each row number once,
+ * into its own buffer, and checks it there: returns the number of distinct rows;
+ * -1 out of memory; -2 if a row number is outside [0, n_table_rows) (*bad_row: the
+ * first such one); nothing is written to out_values then. */
 int64_t fo_merge_rows(int storage, const void *indices, int index_bytes, int64_t n, const void *values,
-                      int64_t width, int64_t n_table_rows, int64_t *out_rows, void *out_values,
-                      int64_t *bad_row, int n_threads);
+                      int64_t width, int64_t n_table_rows, int copy_all, int64_t *out_rows, int64_t *grad_at,
+                      void *out_values, int64_t *bad_row, int n_threads);
 
 /* Which rows of each tensor a row-sparse step updates: row[i] (NULL: tensor i is
- * not stepped) holds n_rows[i] distinct row numbers of width[i] elements each, and
- * tensors->grad[i] their n_rows[i] x width[i] gradient rows (fo_merge_rows). */
+ * not stepped) holds n_rows[i] distinct row numbers of width[i] elements each;
+ * their gradient rows are where grad_at[i] says (fo_merge_rows), in values[i] or in
+ * tensors->grad[i]. */
 typedef struct {
     const int64_t *const *row;
+    const int64_t *const *grad_at;
+    const void *const *values;
     const int64_t *n_rows;
     const int64_t *width;
 } fo_row_grads;

@@ -44,10 +44,12 @@ cdef extern from "fusedopt.h" nogil:
                          int n_threads)
 
     int64_t fo_merge_rows(int storage, const void *indices, int index_bytes, int64_t n, const void *values,
-                          int64_t width, int64_t n_table_rows, int64_t *out_rows, void *out_values,
-                          int64_t *bad_row, int n_threads)
+                          int64_t width, int64_t n_table_rows, int copy_all, int64_t *out_rows, int64_t *grad_at,
+                          void *out_values, int64_t *bad_row, int n_threads)
     ctypedef struct fo_row_grads:
         const int64_t *const *row
+        const int64_t *const *grad_at
+        const void *const *values
         const int64_t *n_rows
         const int64_t *width
     int fo_step_rows(int kernel, const fo_tensor_list *tensors, const fo_row_grads *rows, double *hyper,

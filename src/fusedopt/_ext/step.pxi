@@ -288,7 +288,7 @@ cdef class Plan:
             for lb in self.blocks:
                 lb.check_rows(len(group_snapshot))
             for lb in self.blocks:
-                lb.tensors.merge_rows(n_threads)
+                lb.tensors.merge_rows(n_threads, need_norm)
             if need_norm:
                 norm = _norm_of(lists, n_threads, &non_finite, FO_OPERAND_GRAD) / grad_scale
                 if non_finite and skip_nonfinite:

@@ -203,6 +203,8 @@ cdef class TensorList:
     cdef list _merged              # per tensor: (rows, values) merged at this step, or None
     cdef list _merge_buffers       # per tensor: the (rows, values) buffers kept for the next steps
     cdef const int64_t **_row_ptrs
+    cdef const int64_t **_grad_at_ptrs
+    cdef const void **_values_ptrs
     cdef int64_t *_n_rows
     cdef int64_t *_widths
     cdef fo_row_grads _rows_c
@@ -230,6 +232,8 @@ cdef class TensorList:
         self._intervals = NULL
         self._reduced = NULL
         self._row_ptrs = NULL
+        self._grad_at_ptrs = NULL
+        self._values_ptrs = NULL
         self._n_rows = NULL
         self._widths = NULL
         self._view_sizes = NULL
@@ -255,6 +259,8 @@ cdef class TensorList:
         free(self._intervals)
         free(self._reduced)
         free(<void *>self._row_ptrs)
+        free(<void *>self._grad_at_ptrs)
+        free(<void *>self._values_ptrs)
         free(self._n_rows)
         free(self._widths)
         free(self._view_sizes)
@@ -360,12 +366,14 @@ cdef class TensorList:
             self._scale_ptrs[k] = <float **>malloc(max(n, 1) * sizeof(float *))
             self._slot_sizes[k] = <int64_t *>calloc(max(n, 1), sizeof(int64_t))
         self._row_ptrs = <const int64_t **>calloc(max(n, 1), sizeof(int64_t *))
+        self._grad_at_ptrs = <const int64_t **>calloc(max(n, 1), sizeof(int64_t *))
+        self._values_ptrs = <const void **>calloc(max(n, 1), sizeof(void *))
         self._n_rows = <int64_t *>calloc(max(n, 1), sizeof(int64_t))
         self._widths = <int64_t *>calloc(max(n, 1), sizeof(int64_t))
         self._view_sizes = <int64_t *>calloc(max(n, 1), sizeof(int64_t))
         self._view_offsets = <int64_t *>calloc(n + 1, sizeof(int64_t))
         self._view_grads = <const void **>calloc(max(n, 1), sizeof(void *))
-        if (self._row_ptrs == NULL or self._n_rows == NULL or self._widths == NULL or self._view_sizes == NULL
+        if (self._row_ptrs == NULL or self._grad_at_ptrs == NULL or self._values_ptrs == NULL or self._n_rows == NULL or self._widths == NULL or self._view_sizes == NULL
                 or self._view_offsets == NULL or self._view_grads == NULL):
             raise MemoryError()
         if (self._positions == NULL or self._param_ptrs == NULL or self._grad_ptrs == NULL
@@ -435,6 +443,8 @@ cdef class TensorList:
         self.c.cols = self._cols if self._factored else NULL
         self.c.first = NULL
         self._rows_c.row = self._row_ptrs
+        self._rows_c.grad_at = self._grad_at_ptrs
+        self._rows_c.values = self._values_ptrs
         self._rows_c.n_rows = self._n_rows
         self._rows_c.width = self._widths
         if kernel >= 0 and fo_kernel_n_reduced(kernel) > 0:
@@ -587,6 +597,8 @@ cdef class TensorList:
             self._sparse[i] = None
             self._merged[i] = None
             self._row_ptrs[i] = NULL
+            self._grad_at_ptrs[i] = NULL
+            self._values_ptrs[i] = NULL
             self._n_rows[i] = 0
         self._n_sparse = 0
 
@@ -652,11 +664,13 @@ cdef class TensorList:
         self._n_sparse += 1
         return 0
 
-    cdef int merge_rows(self, int n_threads) except -1:
+    cdef int merge_rows(self, int n_threads, bint copy_all) except -1:
         """Sort and merge this step's row-sparse gradients (fo_merge_rows): checks
-        every row number, on the merge's own copy, before any kernel runs."""
+        every row number, on the merge's own copy, before any kernel runs.  With
+        copy_all (a norm will read them), every merged row is in the merge buffer;
+        else rows given once stay where they are."""
         cdef Py_ssize_t i
-        cdef cnp.ndarray idx, v, rows, merged
+        cdef cnp.ndarray idx, v, rows, grad_at, merged
         cdef int64_t n, got, bad = 0, n_table, width
         cdef int index_bytes, storage = self._grad_storage_id
         if self._n_sparse == 0:
@@ -669,16 +683,17 @@ cdef class TensorList:
             n_table = cnp.PyArray_DIMS(<cnp.ndarray>self.params[i])[0]
             width = self._widths[i]
             index_bytes = <int>cnp.PyArray_ITEMSIZE(idx)
-            rows, merged = self._merge_buffers_for(i, v)
+            rows, grad_at, merged = self._merge_buffers_for(i, v)
             if n * width < GIL_RELEASE_MIN_ELEMENTS:
                 got = fo_merge_rows(storage, cnp.PyArray_DATA(idx), index_bytes, n, cnp.PyArray_DATA(v), width,
-                                    n_table, <int64_t *>cnp.PyArray_DATA(rows), cnp.PyArray_DATA(merged), &bad,
-                                    n_threads)
+                                    n_table, copy_all, <int64_t *>cnp.PyArray_DATA(rows),
+                                    <int64_t *>cnp.PyArray_DATA(grad_at), cnp.PyArray_DATA(merged), &bad, n_threads)
             else:
                 with nogil:
                     got = fo_merge_rows(storage, cnp.PyArray_DATA(idx), index_bytes, n, cnp.PyArray_DATA(v),
-                                        width, n_table, <int64_t *>cnp.PyArray_DATA(rows),
-                                        cnp.PyArray_DATA(merged), &bad, n_threads)
+                                        width, n_table, copy_all, <int64_t *>cnp.PyArray_DATA(rows),
+                                        <int64_t *>cnp.PyArray_DATA(grad_at), cnp.PyArray_DATA(merged), &bad,
+                                        n_threads)
             if got == -1:
                 raise MemoryError("fusedopt: no memory to merge a row-sparse gradient")
             if got == -2:
@@ -686,6 +701,8 @@ cdef class TensorList:
                                  f"for params[{self._positions[i]}] of shape {(<object>self.params[i]).shape}")
             self._merged[i] = (rows, merged)
             self._row_ptrs[i] = <const int64_t *>cnp.PyArray_DATA(rows)
+            self._grad_at_ptrs[i] = <const int64_t *>cnp.PyArray_DATA(grad_at)
+            self._values_ptrs[i] = cnp.PyArray_DATA(v)
             self._n_rows[i] = got
         return 0
 
@@ -694,14 +711,14 @@ cdef class TensorList:
         (a fresh megabyte every step would cost its page faults every step)."""
         cdef Py_ssize_t n = cnp.PyArray_DIMS(v)[0]
         kept = self._merge_buffers[i]
-        if (kept is None or kept[0].shape[0] < n or kept[1].shape[1:] != (<object>v).shape[1:]
-                or kept[1].dtype != (<object>v).dtype):
-            kept = (np.empty(n, np.int64), np.empty((<object>v).shape, (<object>v).dtype))
+        if (kept is None or kept[0].shape[0] < n or kept[2].shape[1:] != (<object>v).shape[1:]
+                or kept[2].dtype != (<object>v).dtype):
+            kept = (np.empty(n, np.int64), np.empty(n, np.int64), np.empty((<object>v).shape, (<object>v).dtype))
             self._merge_buffers[i] = kept
-        return kept[0][:n], kept[1][:n]
+        return kept[0][:n], kept[1][:n], kept[2][:n]
 
     cdef const fo_tensor_list *_stats_view(self):
-        """c with each row-sparse gradient's merged rows as its gradient."""
+        """c with each row-sparse gradient's merged rows as its gradient (merged with copy_all)."""
         cdef Py_ssize_t i
         self._view = self.c
         self._view_offsets[0] = 0

@@ -561,3 +561,67 @@ def test_concurrent_steps_from_threads_are_refused_or_serialised():
     assert len(applied) + len(errors) == 20
     assert opt.state_dict()["state"][0]["step"] == len(applied)
     assert np.isfinite(p).all()
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS[::2], ids=repr)
+def test_the_norm_path_gives_the_same_bits(algorithm):
+    """With skip_nonfinite (or clipping that does not bite) the step merges every row
+    into its buffer to take the norm; without, rows given once are read in place.
+    Both give the same bits."""
+    a = run_both(algorithm, 500, (8,), np.float32, seed_of("norm path", algorithm.name))[0][0]
+    b = run_both(algorithm, 500, (8,), np.float32, seed_of("norm path", algorithm.name), skip_nonfinite=True,
+                 max_grad_norm=1e30)[0][0]
+    assert_bitwise(a, b, "param")
+
+
+@pytest.mark.parametrize("grad_dtype", [BF16, np.dtype(np.float16)], ids=str)
+@pytest.mark.parametrize("cls, kwargs", [(fusedopt.Adagrad, dict(lr=0.01)), (fusedopt.SGD, dict(lr=0.01))],
+                         ids=["adagrad", "sgd"])
+def test_16_bit_gradient_rows_for_float32_tables(cls, kwargs, grad_dtype):
+    """bfloat16/float16 rows for a float32 table, as dense gradients may be: merged in
+    float32 and rounded once to their dtype (the twin's merge), widened in registers."""
+    rng = np.random.default_rng(12)
+    p = table(rng, 50, (6,), np.float32)
+    twin_p, total = p.copy(), np.zeros_like(p)
+    opt = cls([p], **kwargs)
+    for step in range(1, 4):
+        idx = np.concatenate([rng.integers(0, 50, 10), [4, 4, 4]])
+        values = rng.standard_normal((len(idx), 6)).astype(grad_dtype)
+        opt.step([RowSparseGrad(idx, values)])
+        rows, merged = sparse.merge_rows(idx, values)
+        assert merged.dtype == grad_dtype
+        if cls is fusedopt.Adagrad:
+            sparse.sparse_adagrad_(twin_p, rows, merged.astype(np.float32), total, step=step, **kwargs)
+        else:
+            sparse.sparse_sgd_(twin_p, rows, merged.astype(np.float32), **kwargs)
+    assert_bitwise(p, twin_p, "param")
+
+
+def test_empty_tables_and_empty_rows():
+    """A table of no rows takes an empty gradient; rows of no elements step nothing."""
+    p, q = np.zeros((0, 4), np.float32), np.zeros((6, 0), np.float32)
+    opt = fusedopt.SparseAdam([p, q])
+    assert opt.step([RowSparseGrad(np.zeros(0, np.int32), np.zeros((0, 4), np.float32)),
+                     RowSparseGrad(np.array([5, 5, 0]), np.zeros((3, 0), np.float32))])
+    with pytest.raises(ValueError, match=r"row 0, outside \[0, 0\)"):
+        opt.step([RowSparseGrad(np.array([0]), np.zeros((1, 4), np.float32)),
+                  RowSparseGrad(np.zeros(0, np.int64), np.zeros((0, 0), np.float32))])
+
+
+def test_checkpoint_round_trip(tmp_path):
+    """fusedopt.save/load of a SparseAdam resume its trajectory bitwise."""
+    rng = np.random.default_rng(13)
+    p = table(rng, 300, (8,), np.float32)
+    grads = [(rng.integers(0, 300, 40), rng.standard_normal((40, 8)).astype(np.float32)) for _ in range(4)]
+    opt = fusedopt.SparseAdam([p], lr=0.01)
+    for g in grads[:2]:
+        opt.step([RowSparseGrad(*g)])
+    path = tmp_path / "table.npz"
+    fusedopt.save(opt, path)
+    q = p.copy()
+    resumed = fusedopt.SparseAdam([q], lr=0.01)
+    fusedopt.load(resumed, path)
+    for g in grads[2:]:
+        opt.step([RowSparseGrad(*g)])
+        resumed.step([RowSparseGrad(*g)])
+    assert_bitwise(q, p, "param")

@@ -402,14 +402,20 @@ def test_8bit_state_needs_whole_blocks_per_row():
     np.testing.assert_array_equal(p, 0)
 
 
+@pytest.mark.parametrize("state_dtype", [None, "bfloat16", "8bit"])
 @pytest.mark.parametrize("master_weights", [True, False])
-def test_bfloat16_tables(master_weights):
-    """bfloat16 tables (with or without float32 master weights) step their rows: with
-    master weights, the table is the master rounded to nearest."""
+def test_bfloat16_tables(master_weights, state_dtype):
+    """bfloat16 tables (with or without float32 master weights, any state storage)
+    step their rows: with master weights, the table is the master rounded to nearest."""
     rng = np.random.default_rng(10)
     p = table(rng, 100, (8,), np.float32).astype(BF16)
     before = p.copy()
-    opt = fusedopt.SparseAdam([p], lr=0.01, master_weights=master_weights, stochastic_rounding=not master_weights)
+    opt = fusedopt.SparseAdam([p], lr=0.01, master_weights=master_weights, stochastic_rounding=not master_weights,
+                              state_dtype=state_dtype, min_8bit_size=1)
+    if state_dtype == "8bit":   # rows of 8 elements straddle the blocks of 256
+        with pytest.raises(ValueError, match="256"):
+            opt.step([RowSparseGrad(np.array([5]), np.ones((1, 8), BF16))])
+        return
     for _ in range(3):
         opt.step([RowSparseGrad(np.array([5, 9, 5]), rng.standard_normal((3, 8)).astype(BF16))])
     changed = np.flatnonzero((bits(p) != bits(before)).any(axis=1))
@@ -625,3 +631,60 @@ def test_checkpoint_round_trip(tmp_path):
         opt.step([RowSparseGrad(*g)])
         resumed.step([RowSparseGrad(*g)])
     assert_bitwise(q, p, "param")
+
+
+def test_many_duplicates_sum_to_float32_precision():
+    """1e5 copies of one row: the merged row is the float64 sum rounded to float32
+    (within an ulp), whatever the signs (the duplicates are added in float64)."""
+    rng = np.random.default_rng(14)
+    values = rng.standard_normal((100_000, 3)).astype(np.float32)
+    p = np.zeros((2, 3), np.float32)
+    fusedopt.SGD([p], lr=1.0).step([RowSparseGrad(np.ones(100_000, np.int64), values)])
+    exact = -values.astype(np.float64).sum(axis=0)
+    ulp = np.spacing(np.abs(exact).astype(np.float32))
+    assert np.all(np.abs(p[1] - exact) <= ulp), (p[1], exact)
+    np.testing.assert_array_equal(p[0], 0)
+
+
+@pytest.mark.parametrize("kind", ["mostly zero", "differ in the last element", "identical"])
+def test_duplicates_that_share_their_first_elements(kind):
+    """Duplicates alike but for a few elements are ordered by their hashes (no
+    whole-row comparisons to speak of), and any order of arrival gives the same bits."""
+    rng = np.random.default_rng(15)
+    n, width = 2000, 300
+    values = np.zeros((n, width), np.float32)
+    if kind == "mostly zero":
+        cols = rng.integers(width // 2, width, (n, 3))
+        np.put_along_axis(values, cols, rng.standard_normal((n, 3)).astype(np.float32), axis=1)
+    elif kind == "differ in the last element":
+        values[:, -1] = rng.standard_normal(n)
+    else:
+        values[:] = 0.5
+    idx = rng.integers(0, 3, n)
+    results = []
+    for order in (np.arange(n), rng.permutation(n), rng.permutation(n)):
+        p = np.zeros((3, width), np.float32)
+        fusedopt.SGD([p], lr=1.0).step([RowSparseGrad(idx[order], values[order])])
+        results.append(p)
+    rows, merged = sparse.merge_rows(idx, values)
+    expected = np.zeros((3, width), np.float32)
+    sparse.sparse_sgd_(expected, rows, merged, lr=1.0)
+    assert_bitwise(results[0], expected, "param vs the twin")
+    for p in results[1:]:
+        assert_bitwise(p, results[0], "param")
+
+
+def test_an_ndarray_subclass_that_lies_about_its_shape_is_refused():
+    """The checks read the C dimensions, which the merge reads, not .shape."""
+    class Liar(np.ndarray):
+        @property
+        def shape(self):
+            return (1_000_000, 4)
+
+    values = np.ones((1, 4), np.float32).view(Liar)
+    p = np.zeros((10, 4), np.float32)
+    with pytest.raises(ValueError, match="one row per index"):
+        RowSparseGrad(np.zeros(1_000_000, np.int64), values)
+    g = RowSparseGrad(np.array([1]), values)
+    fusedopt.SGD([p], lr=1.0).step([g])   # its real shape fits
+    np.testing.assert_array_equal(p[1], -1.0)

@@ -21,18 +21,20 @@
 /* Sorting the rows                                                           */
 /* ------------------------------------------------------------------------- */
 
-/* The duplicates of one row are added in the order of their bits (each element
- * read as an unsigned integer of the storage's width, element 0 first), so that
- * the sum does not depend on the order they arrived in.  A radix sort orders the
- * gradient rows by row number; the duplicates of a row are then ordered by the
- * bits of their element 0, and those that tie on it by all their bits (unless
- * they are identical). */
+/* The duplicates of one row are added in an order fixed by their bits, so that
+ * the sum does not depend on the order they arrived in: by a hash of the row's
+ * bits (row_hash), and rows with equal hashes by their bits, element after
+ * element, each read as an unsigned integer (identical rows need no order).  A
+ * radix sort first orders the gradient rows by row number.  The hash makes the
+ * order a well-mixed one (sorting by the bits themselves would add all the
+ * positive values before the negative ones: large partial sums that cancel) and
+ * spares comparing whole rows that share their first elements. */
 #define RADIX_BITS 11
 #define RADIX_SIZE (1 << RADIX_BITS)
 
 typedef struct {
     uint64_t key;     /* the row number */
-    uint64_t first;   /* the bits of element 0 of the gradient row */
+    uint64_t hash;    /* row_hash of the gradient row (duplicates only) */
     int64_t position; /* the gradient row */
 } sort_item;
 
@@ -115,7 +117,7 @@ static void sort_by_bits(const row_bits *b, sort_item *items, sort_item *scratch
     memcpy(items, scratch, (size_t)n * sizeof(sort_item));
 }
 
-/* Order a run of items with equal element 0 by all their bits (identical rows need no order). */
+/* Order a run of items with equal hashes by all their bits (identical rows need no order). */
 static void order_tie(const row_bits *b, sort_item *items, sort_item *scratch, int64_t n)
 {
     int64_t j;
@@ -124,23 +126,36 @@ static void order_tie(const row_bits *b, sort_item *items, sort_item *scratch, i
     if (j < n) sort_by_bits(b, items, scratch, n);
 }
 
-/* Merge sort of the duplicates items[0..n) of one row by the bits of their element 0. */
-static void sort_by_first(sort_item *items, sort_item *scratch, int64_t n)
+/* FNV-1a over the row's elements, each as an unsigned integer of its width
+ * (src/fusedopt/slow/sparse.py: row_hash). */
+#define FO_ROW_HASH_SEED 0xcbf29ce484222325ull
+#define FO_ROW_HASH_PRIME 0x100000001b3ull
+
+static uint64_t row_hash(const row_bits *b, int64_t position)
+{
+    uint64_t h = FO_ROW_HASH_SEED;
+    int64_t k;
+    for (k = 0; k < b->width; k++) h = (h ^ element_bits(b->values, b->itemsize, b->width, position, k)) * FO_ROW_HASH_PRIME;
+    return h;
+}
+
+/* Merge sort of the duplicates items[0..n) of one row by their hashes. */
+static void sort_by_hash(sort_item *items, sort_item *scratch, int64_t n)
 {
     int64_t half, i, j, k;
     if (n <= 16) {   /* insertion sort */
         for (i = 1; i < n; i++) {
             const sort_item x = items[i];
-            for (j = i; j > 0 && items[j - 1].first > x.first; j--) items[j] = items[j - 1];
+            for (j = i; j > 0 && items[j - 1].hash > x.hash; j--) items[j] = items[j - 1];
             items[j] = x;
         }
         return;
     }
     half = n / 2;
-    sort_by_first(items, scratch, half);
-    sort_by_first(items + half, scratch, n - half);
+    sort_by_hash(items, scratch, half);
+    sort_by_hash(items + half, scratch, n - half);
     for (i = 0, j = half, k = 0; i < half && j < n; k++)
-        scratch[k] = items[j].first < items[i].first ? items[j++] : items[i++];
+        scratch[k] = items[j].hash < items[i].hash ? items[j++] : items[i++];
     while (i < half) scratch[k++] = items[i++];
     while (j < n) scratch[k++] = items[j++];
     memcpy(items, scratch, (size_t)n * sizeof(sort_item));
@@ -150,9 +165,10 @@ static void sort_by_first(sort_item *items, sort_item *scratch, int64_t n)
 static void order_duplicates(const row_bits *b, sort_item *items, sort_item *scratch, int64_t n)
 {
     int64_t begin, k;
-    sort_by_first(items, scratch, n);
+    for (k = 0; k < n; k++) items[k].hash = row_hash(b, items[k].position);
+    sort_by_hash(items, scratch, n);
     for (begin = 0; begin < n; begin = k) {
-        for (k = begin + 1; k < n && items[k].first == items[begin].first; k++) {}
+        for (k = begin + 1; k < n && items[k].hash == items[begin].hash; k++) {}
         if (k - begin > 1) order_tie(b, items + begin, scratch, k - begin);
     }
 }
@@ -183,15 +199,17 @@ static void prefetch_span(const void *at, size_t bytes)
 
 
 /* out = the sum of the rows at items[0..count), in that order, element-wise: row
- * after row over a chunk of elements (the adds of each element in the same order). */
+ * after row over a chunk of elements (the adds of each element in the same order),
+ * in double (float32 and 16-bit rows then rounded once to float32, and 16-bit ones
+ * from there to their type: a sum of many duplicates keeps float32's precision). */
 #define FO_SUM_CHUNK 256
-#define FO_DEFINE_ROW_SUM(s, ACC, LOAD, STORE)                                                   \
+#define FO_DEFINE_ROW_SUM(s, LOAD, STORE)                                                       \
     static void row_sum_##s(const void *values, const sort_item *items, int64_t count, int64_t width, \
                             void *out)                                                         \
     {                                                                                          \
         const FO_STORAGE_##s##_TYPE *v = (const FO_STORAGE_##s##_TYPE *)values;                \
         FO_STORAGE_##s##_TYPE *o = (FO_STORAGE_##s##_TYPE *)out;                               \
-        ACC acc[FO_SUM_CHUNK];                                                                 \
+        double acc[FO_SUM_CHUNK];                                                              \
         int64_t c0, j, k;                                                                      \
         if (count == 1) {                                                                      \
             memcpy(o, v + items[0].position * width, (size_t)width * sizeof(*o));              \
@@ -200,21 +218,21 @@ static void prefetch_span(const void *at, size_t bytes)
         for (c0 = 0; c0 < width; c0 += FO_SUM_CHUNK) {                                         \
             const int64_t len = width - c0 < FO_SUM_CHUNK ? width - c0 : FO_SUM_CHUNK;         \
             const FO_STORAGE_##s##_TYPE *first = v + items[0].position * width + c0;           \
-            for (k = 0; k < len; k++) acc[k] = LOAD(first, k);                                 \
+            for (k = 0; k < len; k++) acc[k] = (double)LOAD(first, k);                         \
             for (j = 1; j < count; j++) {                                                      \
                 const FO_STORAGE_##s##_TYPE *row = v + items[j].position * width + c0;         \
                 if (j + 2 < count)                                                             \
                     prefetch_span(v + items[j + 2].position * width + c0, (size_t)len * sizeof(*v)); \
                 FO_PRAGMA_SIMD                                                                 \
-                for (k = 0; k < len; k++) acc[k] = acc[k] + LOAD(row, k);                      \
+                for (k = 0; k < len; k++) acc[k] = acc[k] + (double)LOAD(row, k);              \
             }                                                                                  \
-            for (k = 0; k < len; k++) STORE(o + c0, k, acc[k]);                                \
+            for (k = 0; k < len; k++) STORE(o + c0, k, (FO_STORAGE_##s##_COMPUTE)acc[k]);      \
         }                                                                                      \
     }
-FO_DEFINE_ROW_SUM(f32, float, FO_STORAGE_f32_LOAD, FO_STORAGE_f32_STORE)
-FO_DEFINE_ROW_SUM(f64, double, FO_STORAGE_f64_LOAD, FO_STORAGE_f64_STORE)
-FO_DEFINE_ROW_SUM(bf16, float, FO_STORAGE_bf16_LOAD, FO_STORAGE_bf16_STORE)
-FO_DEFINE_ROW_SUM(f16, float, FO_STORAGE_f16_LOAD, FO_STORAGE_f16_STORE)
+FO_DEFINE_ROW_SUM(f32, FO_STORAGE_f32_LOAD, FO_STORAGE_f32_STORE)
+FO_DEFINE_ROW_SUM(f64, FO_STORAGE_f64_LOAD, FO_STORAGE_f64_STORE)
+FO_DEFINE_ROW_SUM(bf16, FO_STORAGE_bf16_LOAD, FO_STORAGE_bf16_STORE)
+FO_DEFINE_ROW_SUM(f16, FO_STORAGE_f16_LOAD, FO_STORAGE_f16_STORE)
 #undef FO_DEFINE_ROW_SUM
 
 typedef void (*row_sum_fn)(const void *values, const sort_item *items, int64_t count, int64_t width, void *out);
@@ -272,7 +290,7 @@ int64_t fo_merge_rows(int storage, const void *indices, int index_bytes, int64_t
         }
         if (row > largest) largest = row;
         items[k].key = (uint64_t)row;
-        items[k].first = width > 0 ? element_bits(bits.values, bits.itemsize, width, k, 0) : 0;
+        items[k].hash = 0;
         items[k].position = k;
     }
     while (row_bits_needed < 63 && (largest >> row_bits_needed) != 0) row_bits_needed++;

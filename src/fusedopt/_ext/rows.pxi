@@ -29,9 +29,10 @@ cdef class RowSparseGrad:
         if cnp.PyArray_NDIM(<cnp.ndarray>values) < 1:
             raise ValueError("values must have one row per index (at least 1 dimension), got a 0-d array")
         check_array(values, "values", False)
-        if (<object>values).shape[0] != (<object>indices).shape[0]:
-            raise ValueError(f"values must have one row per index: {(<object>indices).shape[0]} indices, "
-                             f"values of shape {(<object>values).shape}")
+        # the C dimensions, which the merge reads (a subclass's .shape may say otherwise)
+        if cnp.PyArray_DIMS(<cnp.ndarray>values)[0] != cnp.PyArray_DIMS(<cnp.ndarray>indices)[0]:
+            raise ValueError(f"values must have one row per index: {cnp.PyArray_DIMS(<cnp.ndarray>indices)[0]} "
+                             f"indices, {cnp.PyArray_DIMS(<cnp.ndarray>values)[0]} rows of values")
         self.indices = indices
         self.values = values
 

@@ -644,10 +644,11 @@ cdef class TensorList:
         idx = <cnp.ndarray>rg.indices
         v = <cnp.ndarray>rg.values
         self._check_grad_dtype(v, f"{name}.values", p, pos)
-        expected = ((<object>idx).shape[0],) + (<object>p).shape[1:]
-        if (<object>v).shape != expected:
+        if not _rows_match(v, idx, p):     # the C dimensions, which the merge reads
+            expected = (cnp.PyArray_DIMS(idx)[0],) + tuple(cnp.PyArray_DIMS(p)[d] for d in range(1, cnp.PyArray_NDIM(p)))
+            got = tuple(cnp.PyArray_DIMS(v)[d] for d in range(cnp.PyArray_NDIM(v)))
             raise ValueError(f"{name}.values must have shape {expected} (one row of params[{pos}] "
-                             f"{(<object>p).shape} per index), got {(<object>v).shape}")
+                             f"{(<object>p).shape} per index), got {got}")
         for d in range(1, cnp.PyArray_NDIM(p)):
             width *= cnp.PyArray_DIMS(p)[d]
         for k in range(FO_MAX_SLOTS):
@@ -761,6 +762,17 @@ cdef class TensorList:
 
     cdef const fo_row_grads *row_grads(self):
         return &self._rows_c
+
+
+cdef bint _rows_match(cnp.ndarray v, cnp.ndarray idx, cnp.ndarray p):
+    """True if v's C dimensions are (len(idx),) + p's rows."""
+    cdef int d, ndim = cnp.PyArray_NDIM(p)
+    if cnp.PyArray_NDIM(v) != ndim or cnp.PyArray_DIMS(v)[0] != cnp.PyArray_DIMS(idx)[0]:
+        return False
+    for d in range(1, ndim):
+        if cnp.PyArray_DIMS(v)[d] != cnp.PyArray_DIMS(p)[d]:
+            return False
+    return True
 
 
 cdef int _check_not_written(cnp.ndarray a, str name, tuple lists) except -1:

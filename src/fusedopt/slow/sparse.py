@@ -10,11 +10,27 @@ import numpy as np
 __all__ = ["merge_rows", "sparse_adam_", "sparse_adagrad_", "sparse_sgd_"]
 
 
+#: FNV-1a over a row's elements (csrc/runtime/rows.c: row_hash)
+ROW_HASH_SEED = np.uint64(0xcbf29ce484222325)
+ROW_HASH_PRIME = np.uint64(0x100000001b3)
+
+
+def row_hash(bits):
+    """The hash of each row of `bits` (rows x width, unsigned integers of the
+    elements' width): FNV-1a over the elements, as fo_merge_rows orders duplicates."""
+    h = np.full(bits.shape[0], ROW_HASH_SEED, np.uint64)
+    wide = bits.astype(np.uint64)
+    for k in range(bits.shape[1]):
+        h = (h ^ wide[:, k]) * ROW_HASH_PRIME      # uint64 arithmetic wraps, as in C
+    return h
+
+
 def merge_rows(indices, values):
     """The distinct row numbers, ascending, and each one's row: the sum of its
-    duplicates, added in the order of their bits (each element read as an unsigned
-    integer of its width, the first element first), as fo_merge_rows adds them.
-    16-bit rows are added in float32 and rounded once.
+    duplicates as fo_merge_rows adds them, in the order of their hashes (row_hash),
+    rows of equal hashes in the order of their bits (each element read as an
+    unsigned integer of its width, the first element first), in float64, rounded
+    once to float32 (then to a 16-bit row's dtype).
 
     Returns (rows, merged): int64 of shape (n,), values.dtype of shape (n,) + row shape.
     """
@@ -23,10 +39,10 @@ def merge_rows(indices, values):
     n = indices.shape[0]
     flat = values.reshape(n, int(np.prod(values.shape[1:], dtype=np.int64)))
     bits = flat.view(np.dtype(f"u{values.dtype.itemsize}"))
-    # lexsort sorts by its last key first: the row number, then the bits, element 0 first
-    order = np.lexsort(tuple(bits[:, k] for k in reversed(range(bits.shape[1]))) + (indices,))
+    # lexsort sorts by its last key first: the row number, the hash, then the bits, element 0 first
+    keys = tuple(bits[:, k] for k in reversed(range(bits.shape[1]))) + (row_hash(bits), indices)
+    order = np.lexsort(keys)
     rows, starts = np.unique(indices[order], return_index=True)
-    wide = np.float64 if values.dtype == np.float64 else np.float32
     merged = np.empty((len(rows), flat.shape[1]), values.dtype)
     for u, begin in enumerate(starts):
         end = starts[u + 1] if u + 1 < len(starts) else n
@@ -34,10 +50,10 @@ def merge_rows(indices, values):
         if len(group) == 1:
             merged[u] = flat[group[0]]
             continue
-        total = flat[group[0]].astype(wide)
+        total = flat[group[0]].astype(np.float64)
         for j in group[1:]:
-            total = total + flat[j].astype(wide)
-        merged[u] = total.astype(values.dtype)
+            total = total + flat[j].astype(np.float64)
+        merged[u] = total if values.dtype == np.float64 else total.astype(np.float32).astype(values.dtype)
     return rows, merged.reshape((len(rows),) + values.shape[1:])
 
 

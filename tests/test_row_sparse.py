@@ -12,6 +12,7 @@ References:
   trajectory rule, 2 ulps of the scale per step (torch's vectorised float32 ops
   and its order of summing duplicates differ from ours by an ulp here and there).
 """
+import math
 import threading
 
 import ml_dtypes
@@ -633,16 +634,19 @@ def test_checkpoint_round_trip(tmp_path):
     assert_bitwise(q, p, "param")
 
 
-def test_many_duplicates_sum_to_float32_precision():
-    """1e5 copies of one row: the merged row is the float64 sum rounded to float32
-    (within an ulp), whatever the signs (the duplicates are added in float64)."""
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_many_duplicates_sum_to_the_precision_of_their_dtype(dtype):
+    """1e5 copies of one row: the merged row is within an ulp of the exact sum
+    (math.fsum), whatever the signs: float32 rows are added in float64, float64 rows
+    with a compensated sum (the order of the adds, fixed by the bits, puts the
+    positive values first)."""
     rng = np.random.default_rng(14)
-    values = rng.standard_normal((100_000, 3)).astype(np.float32)
-    p = np.zeros((2, 3), np.float32)
+    values = rng.standard_normal((100_000, 3)).astype(dtype)
+    p = np.zeros((2, 3), dtype)
     fusedopt.SGD([p], lr=1.0).step([RowSparseGrad(np.ones(100_000, np.int64), values)])
-    exact = -values.astype(np.float64).sum(axis=0)
-    ulp = np.spacing(np.abs(exact).astype(np.float32))
-    assert np.all(np.abs(p[1] - exact) <= ulp), (p[1], exact)
+    exact = np.array([-math.fsum(values[:, k].astype(np.float64)) for k in range(3)])
+    ulp = np.spacing(np.abs(exact).astype(dtype)).astype(np.float64)
+    assert np.all(np.abs(p[1].astype(np.float64) - exact) <= ulp), (p[1], exact)
     np.testing.assert_array_equal(p[0], 0)
 
 

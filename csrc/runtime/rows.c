@@ -9,6 +9,7 @@
  * row-sparse one: no pass over untouched rows, no allocation proportional to the
  * table.
  */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include "internal.h"
@@ -22,19 +23,21 @@
 /* ------------------------------------------------------------------------- */
 
 /* The duplicates of one row are added in an order fixed by their bits, so that
- * the sum does not depend on the order they arrived in: by a hash of the row's
- * bits (row_hash), and rows with equal hashes by their bits, element after
- * element, each read as an unsigned integer (identical rows need no order).  A
- * radix sort first orders the gradient rows by row number.  The hash makes the
- * order a well-mixed one (sorting by the bits themselves would add all the
- * positive values before the negative ones: large partial sums that cancel) and
- * spares comparing whole rows that share their first elements. */
+ * the sum does not depend on the order they arrived in.  A radix sort orders the
+ * gradient rows by row number; the duplicates of a row are then ordered by the
+ * bits of their element 0 (read as an unsigned integer), those that tie on it by
+ * a hash of their bits (row_hash: rows alike in their first elements, such as
+ * mostly-zero rows, are not compared whole), and those that tie on both by all
+ * their bits, element after element (identical rows need no order).  This order
+ * adds positive values before negative ones, so the sums are taken in float64
+ * (float32 and 16-bit rows) or compensated (float64 rows): see row_sum. */
 #define RADIX_BITS 11
 #define RADIX_SIZE (1 << RADIX_BITS)
 
 typedef struct {
     uint64_t key;     /* the row number */
-    uint64_t hash;    /* row_hash of the gradient row (duplicates only) */
+    uint64_t first;   /* the bits of element 0 of the gradient row */
+    uint64_t hash;    /* row_hash of the gradient row (duplicates that tie on first only) */
     int64_t position; /* the gradient row */
 } sort_item;
 
@@ -117,14 +120,6 @@ static void sort_by_bits(const row_bits *b, sort_item *items, sort_item *scratch
     memcpy(items, scratch, (size_t)n * sizeof(sort_item));
 }
 
-/* Order a run of items with equal hashes by all their bits (identical rows need no order). */
-static void order_tie(const row_bits *b, sort_item *items, sort_item *scratch, int64_t n)
-{
-    int64_t j;
-    for (j = 1; j < n; j++)
-        if (compare_rows(b, items[0].position, items[j].position) != 0) break;
-    if (j < n) sort_by_bits(b, items, scratch, n);
-}
 
 /* FNV-1a over the row's elements, each as an unsigned integer of its width
  * (src/fusedopt/slow/sparse.py: row_hash). */
@@ -139,36 +134,55 @@ static uint64_t row_hash(const row_bits *b, int64_t position)
     return h;
 }
 
-/* Merge sort of the duplicates items[0..n) of one row by their hashes. */
-static void sort_by_hash(sort_item *items, sort_item *scratch, int64_t n)
-{
-    int64_t half, i, j, k;
-    if (n <= 16) {   /* insertion sort */
-        for (i = 1; i < n; i++) {
-            const sort_item x = items[i];
-            for (j = i; j > 0 && items[j - 1].hash > x.hash; j--) items[j] = items[j - 1];
-            items[j] = x;
-        }
-        return;
+/* Merge sort of items[0..n) by one of their keys (first or hash). */
+#define FO_DEFINE_SORT_BY(field)                                                                 \
+    static void sort_by_##field(sort_item *items, sort_item *scratch, int64_t n)                \
+    {                                                                                           \
+        int64_t half, i, j, k;                                                                  \
+        if (n <= 16) { /* insertion sort */                                                     \
+            for (i = 1; i < n; i++) {                                                           \
+                const sort_item x = items[i];                                                   \
+                for (j = i; j > 0 && items[j - 1].field > x.field; j--) items[j] = items[j - 1]; \
+                items[j] = x;                                                                   \
+            }                                                                                   \
+            return;                                                                             \
+        }                                                                                       \
+        half = n / 2;                                                                           \
+        sort_by_##field(items, scratch, half);                                                  \
+        sort_by_##field(items + half, scratch, n - half);                                       \
+        for (i = 0, j = half, k = 0; i < half && j < n; k++)                                    \
+            scratch[k] = items[j].field < items[i].field ? items[j++] : items[i++];             \
+        while (i < half) scratch[k++] = items[i++];                                             \
+        while (j < n) scratch[k++] = items[j++];                                                \
+        memcpy(items, scratch, (size_t)n * sizeof(sort_item));                                  \
     }
-    half = n / 2;
-    sort_by_hash(items, scratch, half);
-    sort_by_hash(items + half, scratch, n - half);
-    for (i = 0, j = half, k = 0; i < half && j < n; k++)
-        scratch[k] = items[j].hash < items[i].hash ? items[j++] : items[i++];
-    while (i < half) scratch[k++] = items[i++];
-    while (j < n) scratch[k++] = items[j++];
-    memcpy(items, scratch, (size_t)n * sizeof(sort_item));
+FO_DEFINE_SORT_BY(first)
+FO_DEFINE_SORT_BY(hash)
+#undef FO_DEFINE_SORT_BY
+
+/* Order a run of duplicates with equal element 0 by their hashes, then by all their
+ * bits (identical rows need no order). */
+static void order_tie(const row_bits *b, sort_item *items, sort_item *scratch, int64_t n)
+{
+    int64_t begin, j, k;
+    for (j = 1; j < n; j++)
+        if (compare_rows(b, items[0].position, items[j].position) != 0) break;
+    if (j == n) return;
+    for (k = 0; k < n; k++) items[k].hash = row_hash(b, items[k].position);
+    sort_by_hash(items, scratch, n);
+    for (begin = 0; begin < n; begin = k) {
+        for (k = begin + 1; k < n && items[k].hash == items[begin].hash; k++) {}
+        if (k - begin > 1) sort_by_bits(b, items + begin, scratch, k - begin);
+    }
 }
 
 /* The canonical order of the duplicates items[0..n) of one row (see above). */
 static void order_duplicates(const row_bits *b, sort_item *items, sort_item *scratch, int64_t n)
 {
     int64_t begin, k;
-    for (k = 0; k < n; k++) items[k].hash = row_hash(b, items[k].position);
-    sort_by_hash(items, scratch, n);
+    sort_by_first(items, scratch, n);
     for (begin = 0; begin < n; begin = k) {
-        for (k = begin + 1; k < n && items[k].hash == items[begin].hash; k++) {}
+        for (k = begin + 1; k < n && items[k].first == items[begin].first; k++) {}
         if (k - begin > 1) order_tie(b, items + begin, scratch, k - begin);
     }
 }
@@ -199,9 +213,11 @@ static void prefetch_span(const void *at, size_t bytes)
 
 
 /* out = the sum of the rows at items[0..count), in that order, element-wise: row
- * after row over a chunk of elements (the adds of each element in the same order),
- * in double (float32 and 16-bit rows then rounded once to float32, and 16-bit ones
- * from there to their type: a sum of many duplicates keeps float32's precision). */
+ * after row over a chunk of elements (the adds of each element in the same order).
+ * float32 and 16-bit rows: in double, rounded once to float32 (16-bit ones from
+ * there to their type).  float64 rows: Neumaier's compensated sum, s + c (the plain
+ * sum s where it is not finite), so that neither keeps only the precision the order
+ * of the adds leaves (1e5 float32 copies of one row: within an ulp of the exact sum). */
 #define FO_SUM_CHUNK 256
 #define FO_DEFINE_ROW_SUM(s, LOAD, STORE)                                                       \
     static void row_sum_##s(const void *values, const sort_item *items, int64_t count, int64_t width, \
@@ -230,9 +246,38 @@ static void prefetch_span(const void *at, size_t bytes)
         }                                                                                      \
     }
 FO_DEFINE_ROW_SUM(f32, FO_STORAGE_f32_LOAD, FO_STORAGE_f32_STORE)
-FO_DEFINE_ROW_SUM(f64, FO_STORAGE_f64_LOAD, FO_STORAGE_f64_STORE)
 FO_DEFINE_ROW_SUM(bf16, FO_STORAGE_bf16_LOAD, FO_STORAGE_bf16_STORE)
 FO_DEFINE_ROW_SUM(f16, FO_STORAGE_f16_LOAD, FO_STORAGE_f16_STORE)
+
+static void row_sum_f64(const void *values, const sort_item *items, int64_t count, int64_t width, void *out)
+{
+    const double *v = (const double *)values;
+    double *o = (double *)out, sum[FO_SUM_CHUNK], comp[FO_SUM_CHUNK];
+    int64_t c0, j, k;
+    if (count == 1) {
+        memcpy(o, v + items[0].position * width, (size_t)width * sizeof(*o));
+        return;
+    }
+    for (c0 = 0; c0 < width; c0 += FO_SUM_CHUNK) {
+        const int64_t len = width - c0 < FO_SUM_CHUNK ? width - c0 : FO_SUM_CHUNK;
+        const double *first = v + items[0].position * width + c0;
+        for (k = 0; k < len; k++) {
+            sum[k] = first[k];
+            comp[k] = 0.0;
+        }
+        for (j = 1; j < count; j++) {
+            const double *row = v + items[j].position * width + c0;
+            if (j + 2 < count) prefetch_span(v + items[j + 2].position * width + c0, (size_t)len * sizeof(*v));
+            FO_PRAGMA_SIMD
+            for (k = 0; k < len; k++) {
+                const double x = row[k], s = sum[k], t = s + x;
+                comp[k] += fabs(s) >= fabs(x) ? (s - t) + x : (x - t) + s;
+                sum[k] = t;
+            }
+        }
+        for (k = 0; k < len; k++) o[c0 + k] = isfinite(sum[k]) ? sum[k] + comp[k] : sum[k];
+    }
+}
 #undef FO_DEFINE_ROW_SUM
 
 typedef void (*row_sum_fn)(const void *values, const sort_item *items, int64_t count, int64_t width, void *out);
@@ -290,6 +335,7 @@ int64_t fo_merge_rows(int storage, const void *indices, int index_bytes, int64_t
         }
         if (row > largest) largest = row;
         items[k].key = (uint64_t)row;
+        items[k].first = width > 0 ? element_bits(bits.values, bits.itemsize, width, k, 0) : 0;
         items[k].hash = 0;
         items[k].position = k;
     }

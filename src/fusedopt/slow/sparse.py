@@ -27,10 +27,11 @@ def row_hash(bits):
 
 def merge_rows(indices, values):
     """The distinct row numbers, ascending, and each one's row: the sum of its
-    duplicates as fo_merge_rows adds them, in the order of their hashes (row_hash),
-    rows of equal hashes in the order of their bits (each element read as an
-    unsigned integer of its width, the first element first), in float64, rounded
-    once to float32 (then to a 16-bit row's dtype).
+    duplicates as fo_merge_rows adds them, in the order of the bits of their
+    element 0 (read as an unsigned integer of its width), then of their hashes
+    (row_hash), then of all their bits, element 0 first; float32 and 16-bit rows
+    in float64, rounded once to float32 (then to a 16-bit row's dtype), float64
+    rows by Neumaier's compensated sum.
 
     Returns (rows, merged): int64 of shape (n,), values.dtype of shape (n,) + row shape.
     """
@@ -39,8 +40,9 @@ def merge_rows(indices, values):
     n = indices.shape[0]
     flat = values.reshape(n, int(np.prod(values.shape[1:], dtype=np.int64)))
     bits = flat.view(np.dtype(f"u{values.dtype.itemsize}"))
-    # lexsort sorts by its last key first: the row number, the hash, then the bits, element 0 first
-    keys = tuple(bits[:, k] for k in reversed(range(bits.shape[1]))) + (row_hash(bits), indices)
+    # lexsort sorts by its last key first: the row number, element 0, the hash, then all the bits
+    first = bits[:, 0] if bits.shape[1] else np.zeros(n, bits.dtype)
+    keys = tuple(bits[:, k] for k in reversed(range(bits.shape[1]))) + (row_hash(bits), first, indices)
     order = np.lexsort(keys)
     rows, starts = np.unique(indices[order], return_index=True)
     merged = np.empty((len(rows), flat.shape[1]), values.dtype)
@@ -50,11 +52,26 @@ def merge_rows(indices, values):
         if len(group) == 1:
             merged[u] = flat[group[0]]
             continue
+        if values.dtype == np.float64:
+            merged[u] = _compensated_sum(flat[group])
+            continue
         total = flat[group[0]].astype(np.float64)
         for j in group[1:]:
             total = total + flat[j].astype(np.float64)
-        merged[u] = total if values.dtype == np.float64 else total.astype(np.float32).astype(values.dtype)
+        merged[u] = total.astype(np.float32).astype(values.dtype)
     return rows, merged.reshape((len(rows),) + values.shape[1:])
+
+
+def _compensated_sum(rows):
+    """Neumaier's sum of float64 rows, element-wise in row order: s + c, or s where the
+    plain sum s is not finite."""
+    total, compensation = rows[0].copy(), np.zeros(rows.shape[1])
+    with np.errstate(invalid="ignore", over="ignore"):
+        for x in rows[1:]:
+            t = total + x
+            compensation += np.where(np.abs(total) >= np.abs(x), (total - t) + x, (x - t) + total)
+            total = t
+        return np.where(np.isfinite(total), total + compensation, total)
 
 
 def _rows_of(array, width):

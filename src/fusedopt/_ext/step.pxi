@@ -2,7 +2,6 @@
 # (Included by _core.pyx.)
 
 
-
 class LayoutChanged(Exception):
     """A group's options now need state slots the plan lacks (rebuild and retry)."""
 
@@ -114,31 +113,42 @@ cdef class ListBlocks:
         return 0
 
     cdef int step(self, int n_threads) except -1:
-        """The kernel over this step's prepared blocks: the dense gradients in one
-        pass, then the rows of the row-sparse ones."""
+        """The kernel over this step's prepared blocks: the rows of the row-sparse
+        gradients, then the dense gradients in one pass.  In that order because only
+        the first can fail in a list that has both (fo_step_rows' bookkeeping, out of
+        memory; the dense pass allocates only for reduction kernels, which take no
+        row-sparse gradients): a failure then has written nothing."""
         cdef TensorList tl = self.tensors
         cdef const fo_tensor_list *dense = &tl.c
-        cdef const fo_tensor_list *rows
-        cdef const fo_row_grads *row_grads
         cdef int rc = 0, kernel = tl.kernel
-        cdef int64_t n_dense, n_row_elements = 0
-        cdef Py_ssize_t b, i
+        cdef int64_t n_dense
         if tl._n_sparse > 0:
+            self._step_rows(n_threads)
             dense = tl.dense_view()
         n_dense = dense.offset[dense.n_tensors]
-        if tl._n_sparse == 0 or n_dense > 0:
-            if n_dense < GIL_RELEASE_MIN_ELEMENTS:
-                rc = fo_step_prepared(kernel, dense, self.prepared, self.n_blocks, n_threads)
-            else:
-                with nogil:
-                    rc = fo_step_prepared(kernel, dense, self.prepared, self.n_blocks, n_threads)
-            if rc != 0:
-                # only a kernel with a reduction pass allocates (its scratch), before
-                # writing anything; lists stepped before this one keep their step
-                raise MemoryError(f"fusedopt: no memory for the {fo_kernel_name(kernel).decode()} "
-                                  f"kernel's reduction pass")
-        if tl._n_sparse == 0:
+        if tl._n_sparse > 0 and n_dense == 0:
             return 0
+        if n_dense < GIL_RELEASE_MIN_ELEMENTS:
+            rc = fo_step_prepared(kernel, dense, self.prepared, self.n_blocks, n_threads)
+        else:
+            with nogil:
+                rc = fo_step_prepared(kernel, dense, self.prepared, self.n_blocks, n_threads)
+        if rc != 0:
+            # only a kernel with a reduction pass allocates (its scratch), before
+            # writing anything; lists stepped before this one keep their step
+            raise MemoryError(f"fusedopt: no memory for the {fo_kernel_name(kernel).decode()} "
+                              f"kernel's reduction pass")
+        return 0
+
+    cdef int _step_rows(self, int n_threads) except -1:
+        """fo_step_rows over this step's merged rows, on a copy of the prepared blocks
+        with row_sparse set (the algorithms that read it round as torch's sparse path)."""
+        cdef TensorList tl = self.tensors
+        cdef const fo_tensor_list *rows = tl.rows_view()
+        cdef const fo_row_grads *row_grads = tl.row_grads()
+        cdef int rc, kernel = tl.kernel
+        cdef int64_t n_row_elements = 0
+        cdef Py_ssize_t b, i
         if self.rows_prepared == NULL:
             self.rows_prepared = <double *>malloc(max(self.n_blocks, 1) * self.stride * sizeof(double))
             if self.rows_prepared == NULL:
@@ -147,8 +157,6 @@ cdef class ListBlocks:
         if self._row_flag >= 0:
             for b in range(self.n_blocks):
                 self.rows_prepared[b * self.stride + FO_COMMON_FIELDS + self._row_flag] = 1.0
-        rows = tl.rows_view()
-        row_grads = tl.row_grads()
         for i in range(tl.n_tensors):
             n_row_elements += tl._n_rows[i] * tl._widths[i]
         if n_row_elements < GIL_RELEASE_MIN_ELEMENTS:

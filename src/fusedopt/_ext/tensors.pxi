@@ -195,20 +195,20 @@ cdef class TensorList:
     cdef unsigned *_applicable     # per tensor: bit k set if its shape has slot k
     cdef int _param_storage_id     # fo_stats' storage ids, looked up once, not per step
     cdef int _grad_storage_id
-    # row-sparse gradients (rows.pxi)
+    # row-sparse gradients (RowSparseGrad, rows.pxi; fo_merge_rows, fo_step_rows)
     cdef bint _dense_grads         # which gradients the kernel's algorithm takes
     cdef bint _row_grads
     cdef Py_ssize_t _n_sparse      # tensors with a RowSparseGrad at this step
     cdef list _sparse              # per tensor: (indices, values) of this step, or None
     cdef list _merged              # per tensor: (rows, values) merged at this step, or None
-    cdef list _merge_buffers       # per tensor: the (rows, values) buffers kept for the next steps
+    cdef list _merge_buffers       # per tensor: the (rows, grad_at, values) buffers kept for the next steps
     cdef const int64_t **_row_ptrs
     cdef const int64_t **_grad_at_ptrs
     cdef const void **_values_ptrs
     cdef int64_t *_n_rows
     cdef int64_t *_widths
     cdef fo_row_grads _rows_c
-    cdef fo_tensor_list _view      # c with other sizes and gradients (rows.pxi, views)
+    cdef fo_tensor_list _view      # c with other sizes and gradients (_stats_view, dense_view, rows_view)
     cdef int64_t *_view_sizes
     cdef int64_t *_view_offsets
     cdef const void **_view_grads
@@ -373,7 +373,8 @@ cdef class TensorList:
         self._view_sizes = <int64_t *>calloc(max(n, 1), sizeof(int64_t))
         self._view_offsets = <int64_t *>calloc(n + 1, sizeof(int64_t))
         self._view_grads = <const void **>calloc(max(n, 1), sizeof(void *))
-        if (self._row_ptrs == NULL or self._grad_at_ptrs == NULL or self._values_ptrs == NULL or self._n_rows == NULL or self._widths == NULL or self._view_sizes == NULL
+        if (self._row_ptrs == NULL or self._grad_at_ptrs == NULL or self._values_ptrs == NULL
+                or self._n_rows == NULL or self._widths == NULL or self._view_sizes == NULL
                 or self._view_offsets == NULL or self._view_grads == NULL):
             raise MemoryError()
         if (self._positions == NULL or self._param_ptrs == NULL or self._grad_ptrs == NULL

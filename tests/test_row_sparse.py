@@ -678,17 +678,50 @@ def test_duplicates_that_share_their_first_elements(kind):
         assert_bitwise(p, results[0], "param")
 
 
-def test_an_ndarray_subclass_that_lies_about_its_shape_is_refused():
-    """The checks read the C dimensions, which the merge reads, not .shape."""
+@pytest.mark.parametrize("claimed", [(1_000_000, 4), (1, 2)], ids=["more rows", "narrower rows"])
+def test_an_ndarray_subclass_that_lies_about_its_shape_is_refused(claimed):
+    """The checks, and the merge buffers, read the C dimensions, which the merge
+    reads, not .shape."""
     class Liar(np.ndarray):
         @property
         def shape(self):
-            return (1_000_000, 4)
+            return claimed
 
     values = np.ones((1, 4), np.float32).view(Liar)
     p = np.zeros((10, 4), np.float32)
-    with pytest.raises(ValueError, match="one row per index"):
-        RowSparseGrad(np.zeros(1_000_000, np.int64), values)
+    if claimed[0] != 1:
+        with pytest.raises(ValueError, match="one row per index"):
+            RowSparseGrad(np.zeros(claimed[0], np.int64), values)
     g = RowSparseGrad(np.array([1]), values)
     fusedopt.SGD([p], lr=1.0).step([g])   # its real shape fits
     np.testing.assert_array_equal(p[1], -1.0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("column, expected", [
+    ([-0.0, -0.0], -0.0),
+    ([np.inf, 1.0, 2.0], np.inf),
+    ([-np.inf, "max", "max"], -np.inf),      # the fixed order adds the positives first: no overflow to +inf
+    ([np.inf, -np.inf, 1.0], np.nan),
+    ([np.nan, np.inf, 1.0], np.nan),
+    (["max", "max"], np.inf),                # float64: the plain sum overflows; float32: rounding to float32 does
+    ([3.0, 3.0, "max", "-max", 3.0, 1.0], 10.0),
+], ids=["-0", "inf", "-inf beside overflow", "inf-inf", "nan", "overflow", "cancellation"])
+def test_special_values_merge_as_exact_arithmetic_would(dtype, column, expected):
+    """Duplicates merge to what exact arithmetic gives, whatever the order: signed
+    zeros kept, infinities counted (not added), NaN propagated, cancellation exact;
+    and bitwise as the twin."""
+    big = np.finfo(dtype).max
+    values = np.array([big if x == "max" else -big if x == "-max" else x for x in column], dtype)[:, None]
+    p = np.zeros((2, 1), dtype)
+    with np.errstate(over="ignore", invalid="ignore"):
+        fusedopt.SGD([p], lr=1.0).step([RowSparseGrad(np.ones(len(values), np.int64), values)])
+        rows, merged = sparse.merge_rows(np.ones(len(values), np.int64), values)
+    expected_p = np.zeros((2, 1), dtype)
+    sparse.sparse_sgd_(expected_p, rows, merged, lr=1.0)
+    assert_bitwise(p, expected_p, "param vs the twin")
+    got = merged[0, 0]
+    if np.isnan(expected):
+        assert np.isnan(got)
+    else:
+        assert got == expected and np.signbit(got) == np.signbit(expected), got

@@ -29,8 +29,8 @@
  * a hash of their bits (row_hash: rows alike in their first elements, such as
  * mostly-zero rows, are not compared whole), and those that tie on both by all
  * their bits, element after element (identical rows need no order).  This order
- * adds positive values before negative ones, so the sums are taken in float64
- * (float32 and 16-bit rows) or compensated (float64 rows): see row_sum. */
+ * adds positive values before negative ones, so the sums are compensated: see
+ * row_sum. */
 #define RADIX_BITS 11
 #define RADIX_SIZE (1 << RADIX_BITS)
 
@@ -162,17 +162,26 @@ FO_DEFINE_SORT_BY(hash)
 
 /* Order a run of duplicates with equal element 0 by their hashes, then by all their
  * bits (identical rows need no order). */
+/* True if the rows of items[0..n) are bitwise identical (one pass, stopping at the
+ * first difference). */
+static int all_identical(const row_bits *b, const sort_item *items, int64_t n)
+{
+    int64_t j;
+    for (j = 1; j < n; j++)
+        if (compare_rows(b, items[0].position, items[j].position) != 0) return 0;
+    return 1;
+}
+
 static void order_tie(const row_bits *b, sort_item *items, sort_item *scratch, int64_t n)
 {
-    int64_t begin, j, k;
-    for (j = 1; j < n; j++)
-        if (compare_rows(b, items[0].position, items[j].position) != 0) break;
-    if (j == n) return;
+    int64_t begin, k;
+    if (all_identical(b, items, n)) return;
     for (k = 0; k < n; k++) items[k].hash = row_hash(b, items[k].position);
     sort_by_hash(items, scratch, n);
-    for (begin = 0; begin < n; begin = k) {
+    for (begin = 0; begin < n; begin = k) {   /* equal hashes: nearly always identical rows */
         for (k = begin + 1; k < n && items[k].hash == items[begin].hash; k++) {}
-        if (k - begin > 1) sort_by_bits(b, items + begin, scratch, k - begin);
+        if (k - begin > 1 && !all_identical(b, items + begin, k - begin))
+            sort_by_bits(b, items + begin, scratch, k - begin);
     }
 }
 
@@ -213,19 +222,35 @@ static void prefetch_span(const void *at, size_t bytes)
 
 
 /* out = the sum of the rows at items[0..count), in that order, element-wise: row
- * after row over a chunk of elements (the adds of each element in the same order).
- * float32 and 16-bit rows: in double, rounded once to float32 (16-bit ones from
- * there to their type).  float64 rows: Neumaier's compensated sum, s + c (the plain
- * sum s where it is not finite), so that neither keeps only the precision the order
- * of the adds leaves (1e5 float32 copies of one row: within an ulp of the exact sum). */
+ * after row over a chunk of elements (the adds of each element in the same order),
+ * in double with Neumaier's compensation, so that the order (which adds positive
+ * values before negative ones) costs no precision: 1e5 copies of one row land within
+ * an ulp of the exact sum.  Infinities are counted, not added, so that the result is
+ * what exact arithmetic gives whatever the order: NaN if a row has NaN or both
+ * infinities meet, else +-Inf if one meets; the plain sum where finite rows overflow;
+ * else the sum plus its compensation (the plain sum where that is 0, keeping -0).
+ * float32 and 16-bit rows are then rounded once to float32 (16-bit ones from there to
+ * their type).  src/fusedopt/slow/sparse.py: _compensated_sum. */
 #define FO_SUM_CHUNK 256
+
+FO_ALWAYS_INLINE double finish_sum(double sum, double comp, int pos_inf, int neg_inf)
+{
+    if (sum != sum) return sum;
+    if (pos_inf && neg_inf) return NAN;
+    if (pos_inf) return (double)INFINITY;
+    if (neg_inf) return -(double)INFINITY;
+    if (!isfinite(sum) || comp == 0.0) return sum;
+    return sum + comp;
+}
+
 #define FO_DEFINE_ROW_SUM(s, LOAD, STORE)                                                       \
     static void row_sum_##s(const void *values, const sort_item *items, int64_t count, int64_t width, \
                             void *out)                                                         \
     {                                                                                          \
         const FO_STORAGE_##s##_TYPE *v = (const FO_STORAGE_##s##_TYPE *)values;                \
         FO_STORAGE_##s##_TYPE *o = (FO_STORAGE_##s##_TYPE *)out;                               \
-        double acc[FO_SUM_CHUNK];                                                              \
+        double sum[FO_SUM_CHUNK], comp[FO_SUM_CHUNK];                                          \
+        unsigned char pos_inf[FO_SUM_CHUNK], neg_inf[FO_SUM_CHUNK];                            \
         int64_t c0, j, k;                                                                      \
         if (count == 1) {                                                                      \
             memcpy(o, v + items[0].position * width, (size_t)width * sizeof(*o));              \
@@ -233,51 +258,34 @@ static void prefetch_span(const void *at, size_t bytes)
         }                                                                                      \
         for (c0 = 0; c0 < width; c0 += FO_SUM_CHUNK) {                                         \
             const int64_t len = width - c0 < FO_SUM_CHUNK ? width - c0 : FO_SUM_CHUNK;         \
-            const FO_STORAGE_##s##_TYPE *first = v + items[0].position * width + c0;           \
-            for (k = 0; k < len; k++) acc[k] = (double)LOAD(first, k);                         \
-            for (j = 1; j < count; j++) {                                                      \
+            for (k = 0; k < len; k++) {                                                        \
+                sum[k] = 0.0;                                                                  \
+                comp[k] = 0.0;                                                                 \
+                pos_inf[k] = neg_inf[k] = 0;                                                   \
+            }                                                                                  \
+            for (j = 0; j < count; j++) {                                                      \
                 const FO_STORAGE_##s##_TYPE *row = v + items[j].position * width + c0;         \
                 if (j + 2 < count)                                                             \
                     prefetch_span(v + items[j + 2].position * width + c0, (size_t)len * sizeof(*v)); \
                 FO_PRAGMA_SIMD                                                                 \
-                for (k = 0; k < len; k++) acc[k] = acc[k] + (double)LOAD(row, k);              \
+                for (k = 0; k < len; k++) {                                                    \
+                    const double x = (double)LOAD(row, k), a = sum[k];                          \
+                    const double t = j == 0 ? x : a + x;                                       \
+                    const int infinite = x - x != 0.0 && x == x;                               \
+                    pos_inf[k] |= infinite && x > 0.0;                                         \
+                    neg_inf[k] |= infinite && x < 0.0;                                         \
+                    if (!infinite && j > 0) comp[k] += fabs(a) >= fabs(x) ? (a - t) + x : (x - t) + a; \
+                    if (!infinite) sum[k] = t;                                                 \
+                }                                                                              \
             }                                                                                  \
-            for (k = 0; k < len; k++) STORE(o + c0, k, (FO_STORAGE_##s##_COMPUTE)acc[k]);      \
+            for (k = 0; k < len; k++)                                                          \
+                STORE(o + c0, k, (FO_STORAGE_##s##_COMPUTE)finish_sum(sum[k], comp[k], pos_inf[k], neg_inf[k])); \
         }                                                                                      \
     }
 FO_DEFINE_ROW_SUM(f32, FO_STORAGE_f32_LOAD, FO_STORAGE_f32_STORE)
+FO_DEFINE_ROW_SUM(f64, FO_STORAGE_f64_LOAD, FO_STORAGE_f64_STORE)
 FO_DEFINE_ROW_SUM(bf16, FO_STORAGE_bf16_LOAD, FO_STORAGE_bf16_STORE)
 FO_DEFINE_ROW_SUM(f16, FO_STORAGE_f16_LOAD, FO_STORAGE_f16_STORE)
-
-static void row_sum_f64(const void *values, const sort_item *items, int64_t count, int64_t width, void *out)
-{
-    const double *v = (const double *)values;
-    double *o = (double *)out, sum[FO_SUM_CHUNK], comp[FO_SUM_CHUNK];
-    int64_t c0, j, k;
-    if (count == 1) {
-        memcpy(o, v + items[0].position * width, (size_t)width * sizeof(*o));
-        return;
-    }
-    for (c0 = 0; c0 < width; c0 += FO_SUM_CHUNK) {
-        const int64_t len = width - c0 < FO_SUM_CHUNK ? width - c0 : FO_SUM_CHUNK;
-        const double *first = v + items[0].position * width + c0;
-        for (k = 0; k < len; k++) {
-            sum[k] = first[k];
-            comp[k] = 0.0;
-        }
-        for (j = 1; j < count; j++) {
-            const double *row = v + items[j].position * width + c0;
-            if (j + 2 < count) prefetch_span(v + items[j + 2].position * width + c0, (size_t)len * sizeof(*v));
-            FO_PRAGMA_SIMD
-            for (k = 0; k < len; k++) {
-                const double x = row[k], s = sum[k], t = s + x;
-                comp[k] += fabs(s) >= fabs(x) ? (s - t) + x : (x - t) + s;
-                sum[k] = t;
-            }
-        }
-        for (k = 0; k < len; k++) o[c0 + k] = isfinite(sum[k]) ? sum[k] + comp[k] : sum[k];
-    }
-}
 #undef FO_DEFINE_ROW_SUM
 
 typedef void (*row_sum_fn)(const void *values, const sort_item *items, int64_t count, int64_t width, void *out);

@@ -709,13 +709,17 @@ cdef class TensorList:
         return 0
 
     cdef tuple _merge_buffers_for(self, Py_ssize_t i, cnp.ndarray v):
-        """Buffers for merging `v` into: those of an earlier step when large enough
+        """Buffers for merging `v` into (n rows of tensor i's width, sized by v's C
+        dimensions, which the merge reads): those of an earlier step when large enough
         (a fresh megabyte every step would cost its page faults every step)."""
         cdef Py_ssize_t n = cnp.PyArray_DIMS(v)[0]
+        cdef int64_t width = self._widths[i]
         kept = self._merge_buffers[i]
-        if (kept is None or kept[0].shape[0] < n or kept[2].shape[1:] != (<object>v).shape[1:]
-                or kept[2].dtype != (<object>v).dtype):
-            kept = (np.empty(n, np.int64), np.empty(n, np.int64), np.empty((<object>v).shape, (<object>v).dtype))
+        if (kept is None or cnp.PyArray_DIMS(<cnp.ndarray>kept[0])[0] < n
+                or cnp.PyArray_DIMS(<cnp.ndarray>kept[2])[1] != width
+                or cnp.PyArray_TYPE(<cnp.ndarray>kept[2]) != cnp.PyArray_TYPE(v)):
+            kept = (np.empty(n, np.int64), np.empty(n, np.int64),
+                    np.empty((n, width), <object>cnp.PyArray_DESCR(v)))
             self._merge_buffers[i] = kept
         return kept[0][:n], kept[1][:n], kept[2][:n]
 

@@ -29,9 +29,7 @@ def merge_rows(indices, values):
     """The distinct row numbers, ascending, and each one's row: the sum of its
     duplicates as fo_merge_rows adds them, in the order of the bits of their
     element 0 (read as an unsigned integer of its width), then of their hashes
-    (row_hash), then of all their bits, element 0 first; float32 and 16-bit rows
-    in float64, rounded once to float32 (then to a 16-bit row's dtype), float64
-    rows by Neumaier's compensated sum.
+    (row_hash), then of all their bits, element 0 first (_compensated_sum).
 
     Returns (rows, merged): int64 of shape (n,), values.dtype of shape (n,) + row shape.
     """
@@ -52,26 +50,34 @@ def merge_rows(indices, values):
         if len(group) == 1:
             merged[u] = flat[group[0]]
             continue
-        if values.dtype == np.float64:
-            merged[u] = _compensated_sum(flat[group])
-            continue
-        total = flat[group[0]].astype(np.float64)
-        for j in group[1:]:
-            total = total + flat[j].astype(np.float64)
-        merged[u] = total.astype(np.float32).astype(values.dtype)
+        total = _compensated_sum(flat[group].astype(np.float64))
+        merged[u] = total if values.dtype == np.float64 else total.astype(np.float32).astype(values.dtype)
     return rows, merged.reshape((len(rows),) + values.shape[1:])
 
 
 def _compensated_sum(rows):
-    """Neumaier's sum of float64 rows, element-wise in row order: s + c, or s where the
-    plain sum s is not finite."""
-    total, compensation = rows[0].copy(), np.zeros(rows.shape[1])
+    """The sum of float64 rows, element-wise in row order, as csrc/runtime/rows.c's
+    row_sum: Neumaier's compensated sum of the finite values, infinities counted: NaN
+    if a value is NaN or both infinities meet, +-Inf if one meets, the plain sum if
+    finite values overflow, else sum + compensation (the plain sum where that is 0)."""
+    width = rows.shape[1]
+    total, compensation = np.zeros(width), np.zeros(width)
+    pos_inf, neg_inf = np.zeros(width, bool), np.zeros(width, bool)
     with np.errstate(invalid="ignore", over="ignore"):
-        for x in rows[1:]:
-            t = total + x
-            compensation += np.where(np.abs(total) >= np.abs(x), (total - t) + x, (x - t) + total)
-            total = t
-        return np.where(np.isfinite(total), total + compensation, total)
+        for j, x in enumerate(rows):
+            infinite = np.isinf(x)
+            pos_inf |= infinite & (x > 0)
+            neg_inf |= infinite & (x < 0)
+            t = x if j == 0 else total + x
+            if j > 0:
+                step = np.where(np.abs(total) >= np.abs(x), (total - t) + x, (x - t) + total)
+                compensation = np.where(infinite, compensation, compensation + step)
+            total = np.where(infinite, total, t)
+        result = np.where(~np.isfinite(total) | (compensation == 0), total, total + compensation)
+    result = np.where(neg_inf, -np.inf, result)
+    result = np.where(pos_inf, np.inf, result)
+    result = np.where(pos_inf & neg_inf, np.nan, result)
+    return np.where(np.isnan(total), total, result)
 
 
 def _rows_of(array, width):

@@ -480,7 +480,7 @@ int fo_step_prepared(int kernel, const fo_tensor_list *t, double *hyper, int64_t
 /* ------------------------------------------------------------------------- */
 
 #define FO_STORAGE_SIZE(s) sizeof(FO_STORAGE_##s##_TYPE),
-static const size_t fo_storage_itemsize[FO_N_STATS_STORAGES] = {FO_STATS_STORAGES(FO_STORAGE_SIZE)};
+const size_t fo_storage_itemsize[FO_N_STATS_STORAGES] = {FO_STATS_STORAGES(FO_STORAGE_SIZE)};
 #undef FO_STORAGE_SIZE
 
 typedef struct {

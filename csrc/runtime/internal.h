@@ -84,6 +84,9 @@ typedef void (*fo_factor_fn)(fo_factor_phase phase, const fo_tensor_list *tensor
 enum { FO_STATS_STORAGES(FO_STORAGE_ENUM) FO_N_STATS_STORAGES };
 #undef FO_STORAGE_ENUM
 
+/* Bytes per element of each of those storages (runtime/driver.c). */
+extern const size_t fo_storage_itemsize[FO_N_STATS_STORAGES];
+
 /* Accumulate squares and the finiteness probe of n elements into lanes. */
 #define FO_STAT_LANES 8
 typedef void (*fo_stats_fn)(const void *data, int64_t n, double *acc, double *probe);

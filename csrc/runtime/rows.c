@@ -292,9 +292,6 @@ typedef void (*row_sum_fn)(const void *values, const sort_item *items, int64_t c
 #define FO_ROW_SUM_ENTRY(s) row_sum_##s,
 static const row_sum_fn row_sums[FO_N_STATS_STORAGES] = {FO_STATS_STORAGES(FO_ROW_SUM_ENTRY)};
 #undef FO_ROW_SUM_ENTRY
-#define FO_STORAGE_SIZE(s) sizeof(FO_STORAGE_##s##_TYPE),
-static const size_t row_itemsize[FO_N_STATS_STORAGES] = {FO_STATS_STORAGES(FO_STORAGE_SIZE)};
-#undef FO_STORAGE_SIZE
 
 /* Below this many gradient elements the merge stays on the calling thread. */
 #define FO_MERGE_PARALLEL_MIN 65536
@@ -323,7 +320,7 @@ int64_t fo_merge_rows(int storage, const void *indices, int index_bytes, int64_t
         return -1;
     if (n == 0) return 0;
     bits.values = (const unsigned char *)values;
-    bits.itemsize = row_itemsize[storage];
+    bits.itemsize = fo_storage_itemsize[storage];
     bits.width = width;
     items = (sort_item *)malloc((size_t)n * sizeof(sort_item));
     scratch = (sort_item *)malloc((size_t)n * sizeof(sort_item));

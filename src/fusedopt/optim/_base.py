@@ -143,6 +143,9 @@ class Optimizer:
         self.defaults = dict(defaults)
         self._param_groups = []
         self._states = {}            # id(array) -> _ArrayState
+        # keep the state of arrays no longer in the groups (fusedopt.torch: a
+        # parameter without a gradient sits out a step, as in torch.optim)
+        self._keep_absent_state = False
         self._members = []           # (ArrayState, ListBlocks, block) of the current plan
         self._reader = self.spec.reader()
         self._stepper = _core.Stepper(self._param_groups)
@@ -473,7 +476,7 @@ class Optimizer:
         # commit
         for (array_id, name), buffer in allocations.items():
             new_states[array_id].slots[name] = buffer
-        if keep_removed:
+        if keep_removed or self._keep_absent_state:
             for array_id, state in old.items():
                 new_states.setdefault(array_id, state)
         self._states = new_states
@@ -549,6 +552,28 @@ class Optimizer:
                     entry.update(zip(self.spec.counters, state.counters))
                     result[i] = entry
             return result
+
+    def _live_state(self, array):
+        """(slots, counters) of `array`: its buffers (live) by name and its counters
+        by name, or None if it has no state.  Call holding the lock."""
+        state = self._states.get(id(array))
+        if state is None or state.array is not array:
+            return None
+        self._sync_counters()
+        return dict(state.slots), dict(zip(self.spec.counters, state.counters))
+
+    def _move_state(self, old, new):
+        """Give array `new` the state of array `old` (same shape and dtype: the
+        parameter's memory was replaced); a master copy restarts from `new`."""
+        with self._stepper.lock:
+            self._not_inside_a_step("moving state")
+            state = self._states.pop(id(old), None)
+            if state is None or state.array is not old:
+                return
+            state.array = new
+            if "master" in state.slots:
+                np.copyto(state.slots["master"], new, casting="unsafe")
+            self._states[id(new)] = state
 
     def _ensure_plan(self):
         if self._stepper.plan is None or not self._stepper.plan.is_current(self._param_groups):

@@ -1,0 +1,588 @@
+"""fusedopt's optimizers as ``torch.optim.Optimizer`` subclasses, for PyTorch on CPU.
+
+``fusedopt.torch.AdamW(model.parameters(), lr=1e-3)`` is a drop-in replacement of
+``torch.optim.AdamW``: the same constructor, param groups, ``step(closure)``,
+``zero_grad``, ``add_param_group``, LR schedulers and ``state_dict`` format (a
+``torch.optim`` state dict loads into it and the other way round), while every
+step runs fusedopt's fused kernels on zero-copy NumPy views of the tensors.
+
+Each class takes its ``torch.optim`` peer's arguments, plus fusedopt's
+keyword-only options where the algorithm has them: ``state_dtype``,
+``master_weights``, ``stochastic_rounding``, ``seed``, ``min_8bit_size``,
+``skip_nonfinite``, ``max_grad_norm`` and ``grad_scale`` (see
+:class:`fusedopt.Optimizer`).  Lion, LAMB and the schedule-free optimizers,
+which torch lacks, take fusedopt's arguments.
+
+What differs from ``torch.optim``:
+
+* Tensors must be CPU, contiguous, float32/float64/bfloat16/float16, and so must
+  their gradients (a dense gradient of a 32-bit parameter may also be
+  bfloat16/float16).  Anything else raises, naming the parameter: a copy would
+  not be updated in place.
+* ``foreach`` and ``fused`` are accepted and ignored (every step is fused);
+  ``capturable=True`` and ``differentiable=True`` raise ValueError.
+* Optimizer state is allocated for every parameter at construction (torch
+  allocates it at a parameter's first step); a parameter whose ``.grad`` is None
+  sits the step out, as in torch.
+* ``state_dict()`` holds live views of the state, as torch's holds references;
+  with ``state_dtype="bfloat16"`` or ``"8bit"`` it holds the stored codes
+  (``torch.optim`` cannot load those), and it has one more key, ``"fusedopt"``
+  (the storage options and step counts; ``torch.optim`` ignores it).
+* With 16-bit parameters and master weights, the float32 master copy is the
+  weights the optimizer steps: write new weights through ``p.data = ...``
+  (the master restarts from them), not in place.
+
+``import fusedopt`` never imports torch; this module does.
+"""
+import inspect
+import numbers
+
+try:
+    import torch
+except ImportError as exc:   # pragma: no cover - exercised where torch is absent
+    raise ImportError("fusedopt.torch needs PyTorch: pip install torch (a CPU build: "
+                      "pip install torch --index-url https://download.pytorch.org/whl/cpu)") from exc
+
+import ml_dtypes
+import numpy as np
+
+from . import optim as _optim
+from ._core import RowSparseGrad
+
+__all__ = ["Adadelta", "Adafactor", "Adagrad", "Adam", "AdamW", "Adamax", "AdamWScheduleFree", "LAMB",
+           "Lion", "Muon", "NAdam", "RAdam", "RMSprop", "SGD", "SGDScheduleFree", "SparseAdam",
+           "FusedOptimizer"]
+
+#: fusedopt's keyword-only options (those its class takes are added to each signature)
+FUSEDOPT_OPTIONS = ("skip_nonfinite", "max_grad_norm", "grad_scale", "state_dtype", "master_weights",
+                    "stochastic_rounding", "seed", "min_8bit_size")
+#: torch.optim options that would need what fusedopt does not do (autograd through
+#: the step, CUDA graphs): refused when True
+_REFUSED_FLAGS = ("capturable", "differentiable")
+_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+#: counters torch keeps as 0-d tensors
+_TENSOR_COUNTERS = ("step", "mu_product")
+
+
+def _scalar_dtype():
+    # torch keeps "step" in float64 when that is the default dtype, else float32
+    return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
+
+
+def _plain(value):
+    """A hyperparameter as fusedopt reads it: 0-d tensors as numbers, lists as tuples."""
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise ValueError(f"a tensor hyperparameter must hold one number, got shape {tuple(value.shape)}")
+        return value.item()
+    if isinstance(value, (tuple, list)):
+        return tuple(_plain(v) for v in value)
+    return value
+
+
+def _numpy_view(tensor):
+    """The tensor's memory as an ndarray (bfloat16 through ml_dtypes); no copy."""
+    tensor = tensor.detach()
+    if tensor.dtype == torch.bfloat16:
+        return tensor.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+    return tensor.numpy()
+
+
+def _tensor_of(array):
+    """An ndarray's memory as a tensor (bfloat16 through int16); no copy."""
+    if array.dtype == ml_dtypes.bfloat16:
+        return torch.from_numpy(array.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(array)
+
+
+def _array_of(tensor, dtype, what):
+    """A loaded state tensor as a new ndarray of `dtype` (floats cast as torch.optim casts them)."""
+    if not isinstance(tensor, torch.Tensor):
+        return tensor
+    tensor = tensor.detach().to("cpu")
+    if dtype == ml_dtypes.bfloat16:
+        if tensor.is_floating_point():
+            tensor = tensor.to(torch.bfloat16)
+        if tensor.dtype != torch.bfloat16:
+            raise ValueError(f"{what} is {tensor.dtype}, expected bfloat16")
+        return tensor.contiguous().view(torch.int16).numpy().view(ml_dtypes.bfloat16).copy()
+    if tensor.is_floating_point() and np.dtype(dtype).kind == "f":
+        tensor = tensor.to(getattr(torch, np.dtype(dtype).name))
+    return tensor.contiguous().numpy().copy()
+
+
+def _where(g, i):
+    return f"param_groups[{g}]['params'][{i}]"
+
+
+def _check_tensor(t, what, grad=False):
+    """TypeError/ValueError naming `what` unless fusedopt can step `t` in place."""
+    if t.layout != torch.strided:
+        raise TypeError(f"{what} is a {t.layout} tensor; fusedopt.torch steps dense (strided) tensors"
+                        + ("" if grad else " (sparse gradients are taken, as torch.sparse_coo)"))
+    if not t.is_cpu:
+        raise ValueError(f"{what} is on {t.device}; fusedopt.torch steps CPU tensors (keep the "
+                         f"optimizer's copy of the parameters on the CPU, as CPU offload does)")
+    if t.dtype not in _DTYPES:
+        raise TypeError(f"{what} is {t.dtype}; fusedopt.torch steps float32, float64, bfloat16 "
+                        f"and float16 tensors")
+    if not t.is_contiguous():
+        raise ValueError(f"{what} is not contiguous; fusedopt.torch updates tensors in place "
+                         f"and will not step a copy (make it contiguous before building the optimizer)")
+
+
+class _View:
+    """A parameter tensor's NumPy view, and what it was made from."""
+
+    __slots__ = ("tensor", "ptr", "shape", "array")
+
+    def __init__(self, tensor, what):
+        _check_tensor(tensor, what)
+        try:
+            self.array = _numpy_view(tensor)
+        except RuntimeError as exc:   # a negative or conjugate view
+            raise ValueError(f"{what} cannot be viewed as a NumPy array: {exc}") from None
+        self.tensor = tensor
+        self.ptr = tensor.data_ptr()
+        self.shape = tensor.shape
+
+
+class FusedOptimizer(torch.optim.Optimizer):
+    """Base of fusedopt.torch's optimizers: a ``torch.optim.Optimizer`` whose
+    step is a fusedopt optimizer's, over NumPy views of the parameters.
+
+    A subclass sets ``fused_class`` (the fusedopt class) and ``torch_class``
+    (its ``torch.optim`` peer, or None); the constructor takes the peer's
+    arguments (or the fusedopt class's) and fusedopt's keyword-only options.
+    """
+
+    fused_class = None
+    torch_class = None
+    #: the hyperparameters the fusedopt class reads from each group
+    hyper_names = ()
+    #: slots fusedopt fills at each step before reading them (not in torch's state)
+    scratch_slots = ()
+
+    def __init__(self, params, *args, **kwargs):
+        arguments = self._bind(params, args, kwargs)
+        options = {name: arguments.pop(name) for name in FUSEDOPT_OPTIONS if name in arguments}
+        params = arguments.pop("params")
+        defaults = self._torch_defaults(arguments)
+        self._setup(params, defaults, options)
+
+    # -- construction -----------------------------------------------------------
+
+    @classmethod
+    def _bind(cls, params, args, kwargs):
+        bound = cls.__signature__.bind(params, *args, **kwargs)
+        bound.apply_defaults()
+        return dict(bound.arguments)
+
+    def _torch_defaults(self, arguments):
+        """The defaults dict torch.optim's peer would build from these arguments,
+        checked by the peer itself (same errors), plus fusedopt's own hyperparameters."""
+        for flag in _REFUSED_FLAGS:
+            if arguments.get(flag):
+                raise ValueError(f"{flag}=True is not supported by fusedopt.torch ({flag} needs "
+                                 f"torch's own kernels)")
+        if self.torch_class is None:
+            return arguments
+        torch_names = inspect.signature(self.torch_class.__init__).parameters
+        given = {name: value for name, value in arguments.items() if name in torch_names}
+        lr = given.get("lr")
+        if callable(lr) and not isinstance(lr, torch.Tensor):
+            given["lr"] = 1e-3   # a fusedopt schedule: torch checks a number in its place
+        probe = self.torch_class([torch.zeros(2, 2, requires_grad=True)], **given)
+        defaults = dict(probe.defaults)
+        defaults.update((name, value) for name, value in arguments.items() if name not in torch_names)
+        if "lr" in given:
+            defaults["lr"] = lr
+        return defaults
+
+    def _setup(self, params, defaults, options):
+        self._views = {}            # id(tensor) -> _View of each parameter seen
+        self._fused = None
+        self._options = dict(options)
+        super().__init__(params, defaults)   # calls add_param_group for each group
+        if self.torch_class is torch.optim.Adam or self.torch_class is torch.optim.AdamW:
+            # torch's Adam with decoupled_weight_decay=True is AdamW: fusedopt's AdamW kernel
+            self._decoupled = bool(self.defaults.get("decoupled_weight_decay", False))
+            fused_class = _optim.AdamW if self._decoupled else _optim.Adam
+        else:
+            self._decoupled = None
+            fused_class = self.fused_class
+        groups = [self._fused_group(g, group, [self._views[id(p)].array for p in group["params"]])
+                  for g, group in enumerate(self.param_groups)]
+        self._fused = fused_class(groups, **self._options)
+        self._fused._keep_absent_state = True
+
+    def add_param_group(self, param_group):
+        """Add a group (torch.optim's checks, then fusedopt's: CPU, contiguous, dtype)."""
+        super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        g = len(self.param_groups) - 1
+        try:
+            views = [self._view(p, g, i) for i, p in enumerate(group["params"])]
+            if self._fused is not None:
+                self._fused.add_param_group(self._fused_group(g, group, [v.array for v in views]))
+        except BaseException:
+            self.param_groups.pop()
+            raise
+
+    def _view(self, p, g, i):
+        view = self._views.get(id(p))
+        if view is None or view.tensor is not p:
+            view = self._views[id(p)] = _View(p, _where(g, i))
+        return view
+
+    def _fused_group(self, g, group, arrays):
+        """fusedopt's group for torch's group `g`: the arrays and the hyperparameters."""
+        for flag in _REFUSED_FLAGS:
+            if group.get(flag):
+                raise ValueError(f"param_groups[{g}][{flag!r}]=True is not supported by fusedopt.torch")
+        if self._decoupled is not None and bool(group.get("decoupled_weight_decay", False)) != self._decoupled:
+            raise ValueError(f"param_groups[{g}]['decoupled_weight_decay'] differs from the "
+                             f"optimizer's ({self._decoupled}); one optimizer runs one of Adam and AdamW")
+        fused = {name: _plain(group[name]) for name in self.hyper_names if name in group}
+        fused["params"] = arrays
+        return fused
+
+    # -- stepping ---------------------------------------------------------------
+
+    def step(self, closure=None):
+        """One fused step of every parameter that has a gradient; returns `closure()`'s loss.
+
+        Returns the loss (None without a closure) even when the step is skipped
+        (``skip_nonfinite``); ``skipped_steps`` counts those."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        self._fused.step(self._gather())
+        return loss
+
+    def _gather(self):
+        """Bring fusedopt's groups up to date with torch's (hyperparameters, which
+        parameters have gradients, replaced parameter memory); the gradients' views."""
+        fused_groups = self._fused.param_groups
+        if len(fused_groups) != len(self.param_groups):
+            # torch's list of groups was edited directly: rebuild fusedopt's
+            del fused_groups[:]
+            fused_groups.extend(self._fused_group(g, group, []) for g, group in enumerate(self.param_groups))
+        grads = []
+        names = self.hyper_names
+        for g, (group, fused) in enumerate(zip(self.param_groups, fused_groups)):
+            for flag in _REFUSED_FLAGS:
+                if group.get(flag):
+                    raise ValueError(f"param_groups[{g}][{flag!r}]=True is not supported by fusedopt.torch")
+            if self._decoupled is not None and bool(group.get("decoupled_weight_decay")) != self._decoupled:
+                raise ValueError(f"param_groups[{g}]['decoupled_weight_decay'] differs from the "
+                                 f"optimizer's ({self._decoupled})")
+            for name in names:
+                if name in group:
+                    fused[name] = _plain(group[name])
+            arrays = []
+            for i, p in enumerate(group["params"]):
+                grad = p.grad
+                if grad is None:
+                    continue
+                view = self._views.get(id(p))
+                if view is None or view.tensor is not p:
+                    view = self._view(p, g, i)
+                elif p.data_ptr() != view.ptr or p.shape != view.shape:
+                    view = self._replaced(view, p, g, i)
+                arrays.append(view.array)
+                grads.append(self._grad_view(grad, p, g, i))
+            current = fused["params"]
+            if len(current) != len(arrays) or any(a is not b for a, b in zip(current, arrays)):
+                fused["params"] = arrays
+        return grads
+
+    def _replaced(self, old, p, g, i):
+        """`p.data = ...` gave p other memory: step that, with p's state (same shape and dtype)."""
+        what = _where(g, i)
+        new = _View(p, what)
+        if new.array.shape != old.array.shape or new.array.dtype != old.array.dtype:
+            raise ValueError(f"{what} now holds a {new.array.dtype} tensor of shape {tuple(p.shape)}, "
+                             f"its optimizer state was made for {old.array.dtype} {old.array.shape}")
+        self._fused._move_state(old.array, new.array)
+        self._views[id(p)] = new
+        return new
+
+    @staticmethod
+    def _grad_view(grad, p, g, i):
+        what = f"the gradient of {_where(g, i)}"
+        if grad.layout == torch.sparse_coo:
+            if grad.sparse_dim() != 1 or grad.dense_dim() != p.dim() - 1:
+                raise ValueError(f"{what} is sparse over {grad.sparse_dim()} dimensions; fusedopt "
+                                 f"takes row-sparse gradients (sparse over the first dimension only)")
+            indices, values = grad._indices(), grad._values()
+            _check_tensor(values, what + " (its values)", grad=True)
+            if not indices.is_cpu:
+                raise ValueError(f"{what} has its indices on {indices.device}")
+            return RowSparseGrad(indices[0].numpy(), _numpy_view(values))
+        _check_tensor(grad, what, grad=True)
+        if grad.shape != p.shape:
+            raise ValueError(f"{what} has shape {tuple(grad.shape)}, the parameter {tuple(p.shape)}")
+        return _numpy_view(grad)
+
+    # -- what fusedopt adds -------------------------------------------------------
+
+    @property
+    def fused(self):
+        """The fusedopt optimizer that runs the steps (over NumPy views of the parameters)."""
+        return self._fused
+
+    @property
+    def skipped_steps(self):
+        """Steps skipped because of non-finite gradients (``skip_nonfinite=True``)."""
+        return self._fused.skipped_steps
+
+    @property
+    def last_grad_norm(self):
+        """The global gradient norm of the last step, where it was computed (``max_grad_norm``)."""
+        return self._fused.last_grad_norm
+
+    def state_nbytes(self, per_element=False):
+        """Bytes of optimizer state (see :meth:`fusedopt.Optimizer.state_nbytes`)."""
+        return self._fused.state_nbytes(per_element)
+
+    # -- state, in torch's format -------------------------------------------------
+
+    @property
+    def state(self):
+        """``{parameter tensor: {name: tensor}}`` in torch.optim's format: slots are
+        live views of fusedopt's buffers; "step" is a 0-d tensor.  Parameters that
+        have not stepped yet are left out, as in torch."""
+        result = {}
+        if getattr(self, "_fused", None) is None:
+            return result
+        with self._fused._stepper.lock:
+            for group in self.param_groups:
+                for p in group["params"]:
+                    entry = self._torch_entry(p)
+                    if entry is not None:
+                        result[p] = entry
+        return result
+
+    @state.setter
+    def state(self, value):
+        # torch.optim.Optimizer.__init__ assigns an empty state; fusedopt holds the real one
+        if value:
+            raise AttributeError("the state of a fusedopt.torch optimizer is set by load_state_dict")
+
+    def _torch_entry(self, p):
+        view = self._views.get(id(p))
+        live = None if view is None else self._fused._live_state(view.array)
+        if live is None:
+            return None
+        slots, counters = live
+        if not any(counters.values()):
+            return None      # never stepped: torch has no state for it yet
+        entry = {}
+        for name, value in counters.items():
+            entry[name] = (torch.tensor(float(value), dtype=_scalar_dtype()) if name in _TENSOR_COUNTERS
+                           else value)
+        for name, buffer in slots.items():
+            if name in self.scratch_slots:
+                continue
+            if name == "momentum_buffer" and not counters.get("momentum_started", 1):
+                continue     # torch's SGD starts the buffer at the gradient when it has none
+            entry[name] = _tensor_of(buffer.reshape(self._fused._state_shape(name, buffer, view.array)))
+        return entry
+
+    def state_dict(self):
+        """torch.optim's ``state_dict`` (``"state"``, ``"param_groups"``) plus ``"fusedopt"``:
+        the storage options and step counts.  Slots are live views, as torch's are references."""
+        result = super().state_dict()
+        fused = self._fused
+        result["fusedopt"] = {"storage": dict(fused._storage), "step_count": fused.step_count,
+                              "skipped_steps": fused.skipped_steps}
+        return result
+
+    def load_state_dict(self, state_dict):
+        """Load a state dict of this class or of its ``torch.optim`` peer.
+
+        Checked in full before anything changes (group count and sizes, every
+        buffer's shape and dtype, the storage options): a state dict that does
+        not fit raises and leaves the optimizer as it was.  Floating-point state
+        is cast to the dtype this optimizer keeps it in, as torch.optim casts it."""
+        if not isinstance(state_dict, dict):
+            raise TypeError(f"state_dict must be a dict, got {type(state_dict).__name__}")
+        for hook in self._optimizer_load_state_dict_pre_hooks.values():
+            result = hook(self, state_dict)
+            if result is not None:
+                state_dict = result
+        for key in ("state", "param_groups"):
+            if key not in state_dict:
+                raise ValueError(f"state_dict is missing {key!r}")
+        saved_groups = state_dict["param_groups"]
+        if not isinstance(saved_groups, (list, tuple)) or len(saved_groups) != len(self.param_groups):
+            raise ValueError("loaded state dict has a different number of parameter groups")
+        for g, (saved, group) in enumerate(zip(saved_groups, self.param_groups)):
+            if not isinstance(saved, dict) or len(saved.get("params", ())) != len(group["params"]):
+                raise ValueError(f"loaded state dict's param_groups[{g}] does not match the size of "
+                                 f"the optimizer's group")
+        new_groups = []
+        for g, (saved, group) in enumerate(zip(saved_groups, self.param_groups)):
+            new = {name: value for name, value in saved.items() if name != "params"}
+            new["params"] = group["params"]
+            new_groups.append(new)
+        # fusedopt's state dict over every parameter, in the groups' order
+        fused = self._fused
+        arrays, index_of = [], {}
+        for g, (saved, group) in enumerate(zip(saved_groups, new_groups)):
+            for i, (key, p) in enumerate(zip(saved["params"], group["params"])):
+                view = self._view(p, g, i)
+                index_of[key] = len(arrays)
+                arrays.append(view.array)
+        saved_state = state_dict["state"]
+        if not isinstance(saved_state, dict):
+            raise TypeError(f"state_dict['state'] must be a dict, got {type(saved_state).__name__}")
+        state = {}
+        for key, entry in saved_state.items():
+            if key not in index_of:
+                raise ValueError(f"state_dict['state'] has an entry {key!r} for no parameter of the groups")
+            if not isinstance(entry, dict):
+                raise TypeError(f"state_dict['state'][{key!r}] must be a dict, got {type(entry).__name__}")
+            state[index_of[key]] = self._fused_entry(entry, arrays[index_of[key]], key)
+        extra = state_dict.get("fusedopt", {})
+        if not isinstance(extra, dict):
+            raise TypeError("state_dict['fusedopt'] must be a dict")
+        steps = [entry.get("step", 0) for entry in state.values()]
+        fused_dict = {
+            "algorithm": type(fused).__name__,
+            "step_count": extra.get("step_count", max(steps, default=0)),
+            "skipped_steps": extra.get("skipped_steps", 0),
+            "state": state,
+            "param_groups": [],
+        }
+        start = 0
+        for g, group in enumerate(new_groups):
+            size = len(group["params"])
+            fused_dict["param_groups"].append(self._fused_group(g, group, list(range(start, start + size))))
+            start += size
+        if "storage" in extra:
+            fused_dict["storage"] = extra["storage"]
+        # every parameter in fusedopt's groups while loading; the next step leaves
+        # out those without gradients again
+        old_lists = [group["params"] for group in fused.param_groups]
+        start = 0
+        for group, new in zip(fused.param_groups, new_groups):
+            group["params"] = arrays[start:start + len(new["params"])]
+            start += len(new["params"])
+        try:
+            fused.load_state_dict(fused_dict)
+        except BaseException:
+            for group, params in zip(fused.param_groups, old_lists):
+                group["params"] = params
+            raise
+        for group, new in zip(self.param_groups, new_groups):
+            group.clear()
+            group.update(new)
+        for hook in self._optimizer_load_state_dict_post_hooks.values():
+            hook(self)
+
+    def _fused_entry(self, entry, array, key):
+        """A torch-format state entry as fusedopt's: tensors as ndarrays of the dtypes
+        fusedopt keeps (floats cast), counters as numbers."""
+        fused = self._fused
+        kernel, master = fused._layout(array)
+        buffers = fused._buffers(array, kernel, master, range(len(fused.spec.slots)))
+        result = {}
+        for name, value in entry.items():
+            what = f"state_dict['state'][{key!r}][{name!r}]"
+            if value is None:
+                continue
+            if name in fused.spec.counters:
+                if isinstance(value, torch.Tensor):
+                    value = value.item()
+                if name not in fused.spec.real_counters:
+                    if isinstance(value, float) and value.is_integer():
+                        value = int(value)
+                result[name] = value
+            elif name in buffers:
+                shape, dtype = buffers[name]
+                result[name] = _array_of(value, dtype, what)
+            else:
+                result[name] = value   # fusedopt names what it does not know
+        if "momentum_started" in fused.spec.counters and "momentum_started" not in result:
+            result["momentum_started"] = int("momentum_buffer" in result)
+        for name in fused.spec.counters:
+            result.setdefault(name, 0)
+        for name in self.scratch_slots:
+            if name in buffers and name not in result:
+                shape, dtype = buffers[name]
+                result[name] = np.zeros(shape, dtype)
+        return result
+
+    # -- pickling (torch.save(optimizer), copy.deepcopy) ---------------------------
+
+    def __getstate__(self):
+        return {"param_groups": self.param_groups, "defaults": self.defaults,
+                "options": self._options, "state_dict": self.state_dict()}
+
+    def __setstate__(self, pickled):
+        FusedOptimizer._setup(self, [dict(group) for group in pickled["param_groups"]],
+                              pickled["defaults"], pickled["options"])
+        self.load_state_dict(pickled["state_dict"])
+
+    def __repr__(self):
+        return super().__repr__().replace(type(self).__name__, f"fusedopt.torch.{type(self).__name__}", 1)
+
+
+def _signature(fused_class, torch_class):
+    """The constructor's signature: torch's peer's (or the fusedopt class's), then
+    fusedopt's hyperparameters torch lacks and fusedopt's options, keyword-only."""
+    fused_parameters = list(inspect.signature(fused_class.__init__).parameters.values())[1:]
+    if torch_class is None:
+        return inspect.Signature(fused_parameters)
+    parameters = list(inspect.signature(torch_class.__init__).parameters.values())[1:]
+    parameters = [p.replace(annotation=p.empty) for p in parameters]
+    have = {p.name for p in parameters}
+    keyword_only = [p.replace(kind=p.KEYWORD_ONLY) for p in fused_parameters
+                    if p.name not in have and p.name != "params"]
+    return inspect.Signature(parameters + keyword_only)
+
+
+def _optimizer_class(name, fused_class, torch_class, scratch_slots=()):
+    doc = (f"fusedopt's fused :class:`fusedopt.{fused_class.__name__}` as a ``torch.optim`` optimizer"
+           + (f", with the arguments of ``torch.optim.{torch_class.__name__}``" if torch_class else "")
+           + " (and fusedopt's keyword-only options).\n\n"
+           + f"See :mod:`fusedopt.torch` and :class:`fusedopt.{fused_class.__name__}`.")
+    cls = type(name, (FusedOptimizer,), {
+        "__doc__": doc, "__module__": __name__, "fused_class": fused_class, "torch_class": torch_class,
+        "scratch_slots": tuple(scratch_slots), "hyper_names": _hyper_names(fused_class),
+        "__signature__": _signature(fused_class, torch_class),
+    })
+    return cls
+
+
+def _hyper_names(fused_class):
+    """The hyperparameters a fusedopt class reads from each group."""
+    signature = inspect.signature(fused_class.__init__)
+    return tuple(name for name, p in signature.parameters.items()
+                 if name not in ("self", "params") and p.kind == p.POSITIONAL_OR_KEYWORD)
+
+
+def _torch_peer(name):
+    return getattr(torch.optim, name, None)
+
+
+# One line per optimizer: its name (in torch.optim where torch has it), the fusedopt class.
+Adam = _optimizer_class("Adam", _optim.Adam, _torch_peer("Adam"))
+AdamW = _optimizer_class("AdamW", _optim.AdamW, _torch_peer("AdamW"))
+SGD = _optimizer_class("SGD", _optim.SGD, _torch_peer("SGD"))
+Adagrad = _optimizer_class("Adagrad", _optim.Adagrad, _torch_peer("Adagrad"))
+RMSprop = _optimizer_class("RMSprop", _optim.RMSprop, _torch_peer("RMSprop"))
+Adamax = _optimizer_class("Adamax", _optim.Adamax, _torch_peer("Adamax"))
+NAdam = _optimizer_class("NAdam", _optim.NAdam, _torch_peer("NAdam"))
+RAdam = _optimizer_class("RAdam", _optim.RAdam, _torch_peer("RAdam"))
+Adadelta = _optimizer_class("Adadelta", _optim.Adadelta, _torch_peer("Adadelta"))
+Adafactor = _optimizer_class("Adafactor", _optim.Adafactor, _torch_peer("Adafactor"))
+SparseAdam = _optimizer_class("SparseAdam", _optim.SparseAdam, _torch_peer("SparseAdam"))
+Muon = _optimizer_class("Muon", _optim.Muon, _torch_peer("Muon"), scratch_slots=("update",))
+Lion = _optimizer_class("Lion", _optim.Lion, None)
+LAMB = _optimizer_class("LAMB", _optim.LAMB, None)
+AdamWScheduleFree = _optimizer_class("AdamWScheduleFree", _optim.AdamWScheduleFree, None)
+SGDScheduleFree = _optimizer_class("SGDScheduleFree", _optim.SGDScheduleFree, None)

@@ -531,6 +531,23 @@ class FusedOptimizer(torch.optim.Optimizer):
         return super().__repr__().replace(type(self).__name__, f"fusedopt.torch.{type(self).__name__}", 1)
 
 
+class _ScheduleFree:
+    """train()/eval() of the schedule-free optimizers (as the schedulefree package's)."""
+
+    @property
+    def train_mode(self):
+        """True between train() and eval(): the parameters hold the training point."""
+        return self._fused.train_mode
+
+    def train(self):
+        """Switch the parameters to the training point (call before step())."""
+        self._fused.train()
+
+    def eval(self):
+        """Switch the parameters to the averaged point (call before evaluating or saving)."""
+        self._fused.eval()
+
+
 def _signature(fused_class, torch_class):
     """The constructor's signature: torch's peer's (or the fusedopt class's), then
     fusedopt's hyperparameters torch lacks and fusedopt's options, keyword-only."""
@@ -550,7 +567,8 @@ def _optimizer_class(name, fused_class, torch_class, scratch_slots=()):
            + (f", with the arguments of ``torch.optim.{torch_class.__name__}``" if torch_class else "")
            + " (and fusedopt's keyword-only options).\n\n"
            + f"See :mod:`fusedopt.torch` and :class:`fusedopt.{fused_class.__name__}`.")
-    cls = type(name, (FusedOptimizer,), {
+    bases = (_ScheduleFree, FusedOptimizer) if hasattr(fused_class, "train_mode") else (FusedOptimizer,)
+    cls = type(name, bases, {
         "__doc__": doc, "__module__": __name__, "fused_class": fused_class, "torch_class": torch_class,
         "scratch_slots": tuple(scratch_slots), "hyper_names": _hyper_names(fused_class),
         "__signature__": _signature(fused_class, torch_class),

@@ -635,3 +635,33 @@ def test_bfloat16_model_with_master_weights_trains_to_float32_accuracy():
     assert opt.fused.master_weights is None and "master" in opt.state_dict()["state"][0]
     assert accuracy_f32 >= 95.0, accuracy_f32
     assert abs(accuracy_f32 - accuracy_bf16) <= 0.5, (accuracy_f32, accuracy_bf16)
+
+
+def test_gradient_views_follow_the_gradient_and_hold_no_memory():
+    """The view of a gradient kept between steps (offload keeps gradients in the same
+    buffers) is the gradient's current memory, and does not keep a dropped gradient alive."""
+    import gc
+    import weakref
+
+    p = torch.nn.Parameter(torch.zeros(1000, dtype=torch.float64))
+    q = fusedopt.SGD([np.zeros(1000)], lr=0.5)
+    opt = ft.SGD([p], lr=0.5)
+    p.grad = torch.ones(1000, dtype=torch.float64)
+    values = [np.ones(1000)]
+    for step in range(6):
+        if step == 1:
+            p.grad.mul_(3.0)                      # in place: the same view
+        elif step == 2:
+            p.grad.set_(torch.full((1000,), 2.0, dtype=torch.float64))   # other memory
+        elif step == 3:
+            p.grad = torch.full((1000,), -1.0, dtype=torch.float64)      # another tensor
+        elif step == 4:
+            p.grad.zero_()
+        values.append(p.grad.numpy().copy())
+        opt.step()
+        q.step([values[-1]])
+        np.testing.assert_array_equal(p.detach().numpy(), q.param_groups[0]["params"][0])
+    dropped = weakref.ref(p.grad)
+    p.grad = None
+    gc.collect()
+    assert dropped() is None

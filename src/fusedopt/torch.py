@@ -35,7 +35,7 @@ What differs from ``torch.optim``:
 ``import fusedopt`` never imports torch; this module does.
 """
 import inspect
-import numbers
+import weakref
 
 try:
     import torch
@@ -131,10 +131,20 @@ def _check_tensor(t, what, grad=False):
                          f"and will not step a copy (make it contiguous before building the optimizer)")
 
 
-class _View:
-    """A parameter tensor's NumPy view, and what it was made from."""
+class _Memory:
+    """What an ndarray needs to see another array's memory without holding its owner."""
 
-    __slots__ = ("tensor", "ptr", "shape", "array")
+    __slots__ = ("__array_interface__",)
+
+    def __init__(self, array):
+        self.__array_interface__ = array.__array_interface__
+
+
+class _View:
+    """A parameter tensor's NumPy view, what it was made from, and the last
+    gradient's view (kept while that gradient tensor lives, which it does not prolong)."""
+
+    __slots__ = ("tensor", "ptr", "shape", "array", "grad_ref", "grad_ptr", "grad_shape", "grad_array")
 
     def __init__(self, tensor, what):
         _check_tensor(tensor, what)
@@ -145,6 +155,27 @@ class _View:
         self.tensor = tensor
         self.ptr = tensor.data_ptr()
         self.shape = tensor.shape
+        self.grad_ref = None
+
+    def grad_view(self, grad):
+        """`grad` as an ndarray, or None where .numpy() cannot make one (bfloat16, sparse,
+        another device, requires_grad: the caller checks and names those).  The view
+        of the same gradient tensor, same memory and shape, is made once: CPU offload
+        keeps its gradients in the same buffers at every step."""
+        if (self.grad_ref is not None and self.grad_ref() is grad and grad.data_ptr() == self.grad_ptr
+                and grad.shape == self.grad_shape):
+            return self.grad_array
+        try:
+            array = grad.numpy()
+        except (RuntimeError, TypeError):
+            return None
+        # no reference to the tensor from the cache: a gradient set to None is freed;
+        # the step holds the tensors it reads (FusedOptimizer._gather)
+        self.grad_array = np.asarray(_Memory(array))
+        self.grad_ref = weakref.ref(grad)
+        self.grad_ptr = grad.data_ptr()
+        self.grad_shape = grad.shape
+        return self.grad_array
 
 
 class FusedOptimizer(torch.optim.Optimizer):
@@ -258,19 +289,37 @@ class FusedOptimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        self._fused.step(self._gather())
+        grads, held = self._gather()
+        try:
+            self._fused.step(grads)   # `held`: the gradient tensors, alive until the step ends
+        except (TypeError, ValueError):
+            self._check_grads()   # the error again, naming the parameter, where it is a gradient's
+            raise
         return loss
+
+    def _check_grads(self):
+        for g, group in enumerate(self.param_groups):
+            for i, p in enumerate(group["params"]):
+                view = self._views.get(id(p))
+                if view is not None and view.tensor is p and p.shape != view.shape:
+                    raise ValueError(f"{_where(g, i)} was reshaped in place (to {tuple(p.shape)}, from "
+                                     f"{tuple(view.shape)}); give it its shape back, or new memory "
+                                     f"(p.data = t), to step it")
+                if p.grad is not None:
+                    self._grad_view(p.grad, p, g, i)
 
     def _gather(self):
         """Bring fusedopt's groups up to date with torch's (hyperparameters, which
-        parameters have gradients, replaced parameter memory); the gradients' views."""
+        parameters have gradients, replaced parameter memory); the gradients' views
+        and the gradient tensors they view."""
         fused_groups = self._fused.param_groups
         if len(fused_groups) != len(self.param_groups):
             # torch's list of groups was edited directly: rebuild fusedopt's
             del fused_groups[:]
             fused_groups.extend(self._fused_group(g, group, []) for g, group in enumerate(self.param_groups))
-        grads = []
+        grads, held = [], []
         names = self.hyper_names
+        views = self._views
         for g, (group, fused) in enumerate(zip(self.param_groups, fused_groups)):
             for flag in _REFUSED_FLAGS:
                 if group.get(flag):
@@ -286,17 +335,20 @@ class FusedOptimizer(torch.optim.Optimizer):
                 grad = p.grad
                 if grad is None:
                     continue
-                view = self._views.get(id(p))
+                view = views.get(id(p))
                 if view is None or view.tensor is not p:
                     view = self._view(p, g, i)
-                elif p.data_ptr() != view.ptr or p.shape != view.shape:
+                elif p.data_ptr() != view.ptr:
                     view = self._replaced(view, p, g, i)
                 arrays.append(view.array)
-                grads.append(self._grad_view(grad, p, g, i))
+                held.append(grad)
+                array = view.grad_view(grad)
+                # None: not a plain CPU tensor; checked, named, or taken as row-sparse here
+                grads.append(self._grad_view(grad, p, g, i) if array is None else array)
             current = fused["params"]
             if len(current) != len(arrays) or any(a is not b for a, b in zip(current, arrays)):
                 fused["params"] = arrays
-        return grads
+        return grads, held
 
     def _replaced(self, old, p, g, i):
         """`p.data = ...` gave p other memory: step that, with p's state (same shape and dtype)."""
@@ -324,6 +376,9 @@ class FusedOptimizer(torch.optim.Optimizer):
         _check_tensor(grad, what, grad=True)
         if grad.shape != p.shape:
             raise ValueError(f"{what} has shape {tuple(grad.shape)}, the parameter {tuple(p.shape)}")
+        if grad.dtype != p.dtype and grad.itemsize >= p.itemsize:
+            raise TypeError(f"{what} is {grad.dtype}, the parameter {p.dtype}: a gradient may be "
+                            f"narrower than its parameter (bfloat16/float16 for float32), not wider")
         return _numpy_view(grad)
 
     # -- what fusedopt adds -------------------------------------------------------

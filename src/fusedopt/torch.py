@@ -144,7 +144,8 @@ class _View:
     """A parameter tensor's NumPy view, what it was made from, and the last
     gradient's view (kept while that gradient tensor lives, which it does not prolong)."""
 
-    __slots__ = ("tensor", "ptr", "shape", "array", "grad_ref", "grad_ptr", "grad_shape", "grad_array")
+    __slots__ = ("tensor", "ptr", "shape", "dtype", "array", "grad_ref", "grad_ptr", "grad_shape", "grad_dtype",
+                 "grad_array")
 
     def __init__(self, tensor, what):
         _check_tensor(tensor, what)
@@ -155,27 +156,39 @@ class _View:
         self.tensor = tensor
         self.ptr = tensor.data_ptr()
         self.shape = tensor.shape
+        self.dtype = tensor.dtype
         self.grad_ref = None
 
     def grad_view(self, grad):
         """`grad` as an ndarray, or None where .numpy() cannot make one (bfloat16, sparse,
-        another device, requires_grad: the caller checks and names those).  The view
-        of the same gradient tensor, same memory and shape, is made once: CPU offload
-        keeps its gradients in the same buffers at every step."""
-        if (self.grad_ref is not None and self.grad_ref() is grad and grad.data_ptr() == self.grad_ptr
-                and grad.shape == self.grad_shape):
+        another device, requires_grad: the caller checks and names those).
+
+        A gradient tensor seen at two steps in a row (CPU offload keeps its
+        gradients in the same buffers; zero_grad(set_to_none=False)) gets a view
+        made once, which does not keep it alive (a gradient set to None is freed;
+        the step holds the tensors it reads, FusedOptimizer._gather).  A new
+        tensor at each step (zero_grad()'s default) costs one .numpy()."""
+        same = self.grad_ref is not None and self.grad_ref() is grad
+        if (same and grad.data_ptr() == self.grad_ptr and grad.dtype is self.grad_dtype
+                and grad.shape == self.grad_shape and grad.is_contiguous()):
+            if self.grad_array is not None:
+                return self.grad_array
+            try:
+                array = grad.numpy()
+            except (RuntimeError, TypeError):
+                return None
+            self.grad_array = np.asarray(_Memory(array))
             return self.grad_array
         try:
             array = grad.numpy()
         except (RuntimeError, TypeError):
             return None
-        # no reference to the tensor from the cache: a gradient set to None is freed;
-        # the step holds the tensors it reads (FusedOptimizer._gather)
-        self.grad_array = np.asarray(_Memory(array))
         self.grad_ref = weakref.ref(grad)
         self.grad_ptr = grad.data_ptr()
         self.grad_shape = grad.shape
-        return self.grad_array
+        self.grad_dtype = grad.dtype
+        self.grad_array = None
+        return array
 
 
 class FusedOptimizer(torch.optim.Optimizer):
@@ -338,7 +351,7 @@ class FusedOptimizer(torch.optim.Optimizer):
                 view = views.get(id(p))
                 if view is None or view.tensor is not p:
                     view = self._view(p, g, i)
-                elif p.data_ptr() != view.ptr:
+                elif p.data_ptr() != view.ptr or p.dtype is not view.dtype:
                     view = self._replaced(view, p, g, i)
                 arrays.append(view.array)
                 held.append(grad)
@@ -374,6 +387,9 @@ class FusedOptimizer(torch.optim.Optimizer):
                 raise ValueError(f"{what} has its indices on {indices.device}")
             return RowSparseGrad(indices[0].numpy(), _numpy_view(values))
         _check_tensor(grad, what, grad=True)
+        if grad.is_neg():
+            raise ValueError(f"{what} is a negated view (torch's lazy negation): make it a tensor "
+                             f"of its own (grad.resolve_neg())")
         if grad.shape != p.shape:
             raise ValueError(f"{what} has shape {tuple(grad.shape)}, the parameter {tuple(p.shape)}")
         if grad.dtype != p.dtype and grad.itemsize >= p.itemsize:

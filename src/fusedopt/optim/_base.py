@@ -130,6 +130,9 @@ class Optimizer:
     """
 
     spec = None
+    #: each element's update reads only that element (and per-group values): an array
+    #: may be split into pieces stepped apart (fusedopt.distributed's ZeRO shards)
+    elementwise = True
 
     def __init__(self, params, defaults, *, skip_nonfinite=False, max_grad_norm=None,
                  grad_scale=1.0, state_dtype=None, master_weights=None, stochastic_rounding=False,

@@ -68,6 +68,7 @@ class Adafactor(Optimizer):
     """
 
     spec = ADAFACTOR_SPEC
+    elementwise = False   # its second moment is factored over each array's rows and columns
 
     def __init__(self, params, lr=1e-2, beta2_decay=-0.8, eps=(None, 1e-3), d=1.0, weight_decay=0.0,
                  maximize=False, *, skip_nonfinite=False, max_grad_norm=None, grad_scale=1.0):

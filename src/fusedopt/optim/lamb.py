@@ -41,6 +41,7 @@ class LAMB(Optimizer):
     """
 
     spec = LAMB_SPEC
+    elementwise = False   # its trust ratio needs each array's norms
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.0, *,
                  skip_nonfinite=False, max_grad_norm=None, grad_scale=1.0):

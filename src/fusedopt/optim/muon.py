@@ -124,6 +124,7 @@ class Muon(Optimizer):
     """
 
     spec = MUON_SPEC
+    elementwise = False   # its update orthogonalizes each matrix
 
     def __init__(self, params, lr=1e-3, weight_decay=0.1, momentum=0.95, nesterov=True,
                  ns_coefficients=NS_COEFFICIENTS, eps=EPS, ns_steps=NS_STEPS, adjust_lr_fn=None, *,

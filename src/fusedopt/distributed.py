@@ -584,18 +584,25 @@ class ZeroRedundancyOptimizer:
         sd = self.optimizer.state_dict()
         state = sd["state"]
         spec = self.optimizer.spec
-        names = self._agreed_names(sorted({name for entry in state.values() for name, v in entry.items()
-                                           if isinstance(v, np.ndarray)}))
+        # buffers by "name|dtype" (an array under min_8bit_size keeps float32 state, the others 8-bit)
+        def key(name, value):
+            return f"{name}|{self._DTYPES.index(value.dtype)}"
+
+        keys = self._agreed_names(sorted({key(name, v) for entry in state.values() for name, v in entry.items()
+                                          if isinstance(v, np.ndarray)}))
         # per piece: its counters, then which buffers it has; then each buffer's pieces, flat
         rows = np.array([[float(state.get(j, {}).get(c, 0)) for c in spec.counters]
-                         + [float(j in state and name in state[j]) for name in names]
+                         + [float(any(isinstance(v, np.ndarray) and key(n, v) == k
+                                      for n, v in state.get(j, {}).items())) for k in keys]
                          for j in range(len(self._pieces))], dtype=np.float64)
         rows = self._gather_flat(rows.reshape(-1), root)[0]
         flats = {}
-        for name in names:
-            parts = [state[j][name].reshape(-1) for j in range(len(self._pieces)) if j in state and name in state[j]]
-            dtype = self._agreed_dtype(parts[0].dtype if parts else None)
-            flats[name] = self._gather_flat(np.concatenate(parts) if parts else np.empty(0, dtype), root)
+        for k in keys:
+            name, dtype = k.split("|")[0], self._DTYPES[int(k.split("|")[1])]
+            parts = [state[j][name].reshape(-1) for j in range(len(self._pieces))
+                     if j in state and isinstance(state[j].get(name), np.ndarray) and key(name, state[j][name]) == k]
+            flats[k] = self._gather_flat(np.concatenate(parts) if parts else np.empty(0, dtype), root)
+        names = keys
         if self.rank != root:
             return None
         rows = rows.reshape(-1, len(spec.counters) + len(names))
@@ -608,17 +615,18 @@ class ZeroRedundancyOptimizer:
             if not entry:   # the first piece's counters (every piece of an array has the same)
                 entry.update({c: (float(v) if c in spec.real_counters else int(v))
                               for c, v in zip(spec.counters, row)})
-            for name, present in zip(names, row[len(spec.counters):]):
+            for k, present in zip(names, row[len(spec.counters):]):
                 if not present:
                     continue
+                name = k.split("|")[0]
                 if self.optimizer_class.elementwise:
                     a, b = self._slot_range(name, piece)
                     size = b - a
                 else:
                     size = math.prod(self._whole_buffer_shape(name, p))
-                flat, offsets = flats[name]
-                start = offsets[rank] + cursor[(name, rank)]
-                cursor[(name, rank)] += size
+                flat, offsets = flats[k]
+                start = offsets[rank] + cursor[(k, rank)]
+                cursor[(k, rank)] += size
                 chunks.setdefault((piece.index, name), []).append(flat[start:start + size])
         for (index, name), parts in chunks.items():
             value = np.concatenate(parts)
@@ -651,7 +659,7 @@ class ZeroRedundancyOptimizer:
 
     def _agreed_names(self, names):
         """The union over the ranks of the state buffer names (a rank may hold no piece)."""
-        text = np.frombuffer(",".join(names).encode(), dtype=np.uint8)
+        text = np.frombuffer("".join(name + "," for name in names).encode(), dtype=np.uint8)
         sizes = np.empty(self.world_size, dtype=np.int64)
         self.comm.Allgather(np.array([text.size], dtype=np.int64), sizes)
         everyone = np.empty(int(sizes.sum()), dtype=np.uint8)
@@ -662,14 +670,6 @@ class ZeroRedundancyOptimizer:
     _DTYPES = (np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.uint8), np.dtype(ml_dtypes.bfloat16),
                np.dtype(np.float16))
 
-    def _agreed_dtype(self, dtype):
-        """A buffer's dtype, from the ranks that have one (all agree)."""
-        mine = np.array([self._DTYPES.index(dtype) if dtype is not None else -1], dtype=np.int64)
-        everyone = np.empty(self.world_size, dtype=np.int64)
-        self.comm.Allgather(mine, everyone)
-        found = [int(c) for c in everyone if c >= 0]
-        return self._DTYPES[found[0]] if found else np.dtype(np.float32)
-
     def _gather_flat(self, flat, root):
         """Gatherv of each rank's flat array to root: (everything, offsets) there, (None, offsets) elsewhere."""
         sizes = np.empty(self.world_size, dtype=np.int64)
@@ -679,6 +679,13 @@ class ZeroRedundancyOptimizer:
         self.comm.Gatherv(_bits(flat), [_bits(out), (sizes.tolist(), offsets)] if out is not None else None,
                           root=root)
         return out, offsets
+
+    def __getattr__(self, name):
+        # the local optimizer's (attach_scheduler, current_lrs, ...): its groups hold the
+        # hyperparameters, which every rank edits alike
+        if name == "optimizer":
+            raise AttributeError(name)
+        return getattr(self.optimizer, name)
 
     # -- schedule-free ------------------------------------------------------------
 

@@ -8,6 +8,7 @@ scale per step).  In float32 both models are stepped with the same gradients (th
 fusedopt model's), so that the comparison measures the optimizers and not how a
 network amplifies a rounding difference; in float64 each model computes its own.
 """
+import collections
 import contextlib
 import copy
 import io
@@ -665,3 +666,107 @@ def test_gradient_views_follow_the_gradient_and_hold_no_memory():
     p.grad = None
     gc.collect()
     assert dropped() is None
+
+
+def test_threads_editing_groups_never_mix_gradients():
+    """Two threads step while a third swaps the group's parameter: each parameter only
+    ever steps with its own gradient (the groups are read under the optimizer's lock)."""
+    p0 = torch.nn.Parameter(torch.zeros(64, dtype=torch.float64))
+    p1 = torch.nn.Parameter(torch.zeros(64, dtype=torch.float64))
+    p0.grad = torch.full((64,), 1.0, dtype=torch.float64)
+    p1.grad = torch.full((64,), 1e6, dtype=torch.float64)
+    opt = ft.SGD([p0], lr=1.0)
+    group, stop = opt.param_groups[0], threading.Event()
+
+    def stepper():
+        while not stop.is_set():
+            try:
+                opt.step()
+            except RuntimeError:
+                pass
+    threads = [threading.Thread(target=stepper) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for i in range(2000):
+        group["params"] = [p1] if i % 2 == 0 else [p0]
+    stop.set()
+    for t in threads:
+        t.join()
+    assert float(p0[0]) == int(p0[0]) and abs(float(p0[0])) < 1e6      # steps of -1 only
+    assert float(p1[0]) % 1e6 == 0                                      # steps of -1e6 only
+    assert torch.equal(p0, p0[0].expand(64)) and torch.equal(p1, p1[0].expand(64))
+
+
+def test_parameter_memory_reshaped_or_transposed():
+    p = torch.nn.Parameter(torch.zeros(4))
+    opt = ft.SGD([p], lr=1.0, momentum=0.9)
+    p.grad = torch.ones(4)
+    opt.step()
+    p.data = p.data.view(2, 2)            # the same memory, another shape: state kept
+    p.grad = torch.ones(2, 2)
+    opt.step()
+    assert torch.equal(p.detach(), torch.full((2, 2), -2.9))
+    p.data = p.data.t()                   # the same memory, not contiguous: named, nothing written
+    p.grad = torch.ones(2, 2)
+    with pytest.raises(ValueError, match=r"\['params'\]\[0\] is not contiguous"):
+        opt.step()
+    assert torch.equal(p.detach(), torch.full((2, 2), -2.9))
+
+
+def test_state_reset_snapshot_and_8bit_names():
+    p = torch.nn.Parameter(torch.ones(5000))
+    p.grad = torch.ones(5000)
+    opt = ft.Adam([p], lr=0.1)
+    opt.step()
+    snapshot = opt.state_dict()
+    opt.step()
+    assert float(snapshot["state"][0]["step"]) == 1.0    # a snapshot: counters and buffers alike
+    assert torch.equal(snapshot["state"][0]["exp_avg"], torch.full((5000,), 0.1))
+    opt.state = collections.defaultdict(dict)               # torch's reset idiom
+    assert len(opt.state) == 0 and opt.state[p] == {}
+    opt.step()
+    assert float(opt.state[p]["step"]) == 1.0
+    eight = ft.Adam([p], lr=0.1, state_dtype="8bit")
+    eight.step()
+    sd = eight.state_dict()
+    assert {"exp_avg_codes", "exp_avg_absmax"} <= set(sd["state"][0]) and "exp_avg" not in sd["state"][0]
+    theirs = torch.optim.Adam([torch.nn.Parameter(torch.ones(5000))], lr=0.1)
+    theirs.load_state_dict(sd)
+    theirs.param_groups[0]["params"][0].grad = torch.ones(5000)
+    with pytest.raises(KeyError):          # torch.optim cannot read 8-bit codes as moments
+        theirs.step()
+
+
+def test_errors_name_torchs_parameter():
+    a, b = torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(6, 3))
+    opt = ft.SGD([a, b], lr=0.1, momentum=0.9)
+    b.grad = torch.sparse_coo_tensor(torch.tensor([[1, 4]]), torch.ones(2, 3), (6, 3))
+    with pytest.raises(ValueError, match=r"momentum must be 0 for param_groups\[0\]\['params'\]\[1\]"):
+        opt.step()
+    with pytest.raises(TypeError, match=r"^Adam\(\): got an unexpected keyword argument 'foo'"):
+        ft.Adam([a], foo=1)
+
+
+def test_new_memory_then_load_state_dict_keeps_the_loaded_master():
+    """bfloat16 weights with master weights, resumed through p.data = saved, then the
+    optimizer's state dict: the loaded master is the one stepped."""
+    torch.manual_seed(0)
+    init = torch.randn(300).to(torch.bfloat16)
+    grads = [torch.randn(300).to(torch.bfloat16) for _ in range(4)]
+    p = torch.nn.Parameter(init.clone())
+    opt = ft.AdamW([p], lr=1e-2)
+    for g in grads[:2]:
+        p.grad = g
+        opt.step()
+    saved_weights, sd = p.detach().clone(), copy.deepcopy(opt.state_dict())
+    for g in grads[2:]:
+        p.grad = g
+        opt.step()
+    q = torch.nn.Parameter(init.clone())
+    again = ft.AdamW([q], lr=1e-2)
+    q.data = saved_weights.clone()
+    again.load_state_dict(sd)
+    for g in grads[2:]:
+        q.grad = g
+        again.step()
+    assert torch.equal(p.detach(), q.detach())

@@ -34,7 +34,11 @@ What differs from ``torch.optim``:
 
 ``import fusedopt`` never imports torch; this module does.
 """
+import collections
+import contextlib
+import copy
 import inspect
+import re
 import weakref
 
 try:
@@ -62,6 +66,22 @@ _REFUSED_FLAGS = ("capturable", "differentiable")
 _DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 #: counters torch keeps as 0-d tensors
 _TENSOR_COUNTERS = ("step", "mu_product")
+#: 8-bit state in torch's format: "exp_avg_codes" (uint8) and "exp_avg_absmax"
+CODES_SUFFIX = "_codes"
+_POSITION = re.compile(r"\b(params|grads)\[(\d+)\]")
+
+
+def _renamed(exc, where):
+    """`exc` with fusedopt's positions (params[k], grads[k]: the k-th parameter that
+    had a gradient) given as torch's param_groups[g]['params'][i]."""
+    def name(match):
+        k = int(match.group(2))
+        if k >= len(where):
+            return match.group(0)
+        g, i = where[k]
+        return ("the gradient of " if match.group(1) == "grads" else "") + _where(g, i)
+    message = _POSITION.sub(name, str(exc))
+    return exc if message == str(exc) else type(exc)(message)
 
 
 def _scalar_dtype():
@@ -218,7 +238,10 @@ class FusedOptimizer(torch.optim.Optimizer):
 
     @classmethod
     def _bind(cls, params, args, kwargs):
-        bound = cls.__signature__.bind(params, *args, **kwargs)
+        try:
+            bound = cls.__signature__.bind(params, *args, **kwargs)
+        except TypeError as exc:
+            raise TypeError(f"{cls.__name__}(): {exc}") from None
         bound.apply_defaults()
         return dict(bound.arguments)
 
@@ -260,23 +283,40 @@ class FusedOptimizer(torch.optim.Optimizer):
         self._fused = fused_class(groups, **self._options)
         self._fused._keep_absent_state = True
 
+    def _locked(self):
+        """The fused optimizer's lock (reentrant): what a step reads and writes of the
+        groups is read and written by one thread at a time."""
+        fused = getattr(self, "_fused", None)
+        return contextlib.nullcontext() if fused is None else fused._stepper.lock
+
     def add_param_group(self, param_group):
         """Add a group (torch.optim's checks, then fusedopt's: CPU, contiguous, dtype)."""
-        super().add_param_group(param_group)
-        group = self.param_groups[-1]
-        g = len(self.param_groups) - 1
-        try:
-            views = [self._view(p, g, i) for i, p in enumerate(group["params"])]
-            if self._fused is not None:
-                self._fused.add_param_group(self._fused_group(g, group, [v.array for v in views]))
-        except BaseException:
-            self.param_groups.pop()
-            raise
+        with self._locked():
+            super().add_param_group(param_group)
+            group = self.param_groups[-1]
+            g = len(self.param_groups) - 1
+            try:
+                views = [self._current_view(p, g, i) for i, p in enumerate(group["params"])]
+                if self._fused is not None:
+                    self._fused.add_param_group(self._fused_group(g, group, [v.array for v in views]))
+            except BaseException:
+                self.param_groups.pop()
+                raise
 
     def _view(self, p, g, i):
         view = self._views.get(id(p))
         if view is None or view.tensor is not p:
             view = self._views[id(p)] = _View(p, _where(g, i))
+        return view
+
+    def _current_view(self, p, g, i):
+        """p's view, made again where p's memory or layout changed (p.data = t)."""
+        view = self._views.get(id(p))
+        if view is None or view.tensor is not p:
+            return self._view(p, g, i)
+        if (p.data_ptr() != view.ptr or p.dtype is not view.dtype or p.shape != view.shape
+                or not p.is_contiguous()):
+            return self._replaced(view, p, g, i)
         return view
 
     def _fused_group(self, g, group, arrays):
@@ -302,12 +342,13 @@ class FusedOptimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        grads, held = self._gather()
-        try:
-            self._fused.step(grads)   # `held`: the gradient tensors, alive until the step ends
-        except (TypeError, ValueError):
-            self._check_grads()   # the error again, naming the parameter, where it is a gradient's
-            raise
+        with self._locked():
+            grads, held, names = self._gather()
+            try:
+                self._fused.step(grads)   # `held`: the gradient tensors, alive until the step ends
+            except (TypeError, ValueError) as exc:
+                self._check_grads()   # the error again, naming the parameter, where it is a gradient's
+                raise _renamed(exc, names) from None
         return loss
 
     def _check_grads(self):
@@ -325,12 +366,9 @@ class FusedOptimizer(torch.optim.Optimizer):
         """Bring fusedopt's groups up to date with torch's (hyperparameters, which
         parameters have gradients, replaced parameter memory); the gradients' views
         and the gradient tensors they view."""
+        self._match_group_count()
         fused_groups = self._fused.param_groups
-        if len(fused_groups) != len(self.param_groups):
-            # torch's list of groups was edited directly: rebuild fusedopt's
-            del fused_groups[:]
-            fused_groups.extend(self._fused_group(g, group, []) for g, group in enumerate(self.param_groups))
-        grads, held = [], []
+        grads, held, where = [], [], []
         names = self.hyper_names
         views = self._views
         for g, (group, fused) in enumerate(zip(self.param_groups, fused_groups)):
@@ -349,11 +387,11 @@ class FusedOptimizer(torch.optim.Optimizer):
                 if grad is None:
                     continue
                 view = views.get(id(p))
-                if view is None or view.tensor is not p:
-                    view = self._view(p, g, i)
-                elif p.data_ptr() != view.ptr or p.dtype is not view.dtype:
-                    view = self._replaced(view, p, g, i)
+                if (view is None or view.tensor is not p or p.data_ptr() != view.ptr
+                        or p.dtype is not view.dtype or p.shape != view.shape or not p.is_contiguous()):
+                    view = self._current_view(p, g, i)
                 arrays.append(view.array)
+                where.append((g, i))
                 held.append(grad)
                 array = view.grad_view(grad)
                 # None: not a plain CPU tensor; checked, named, or taken as row-sparse here
@@ -361,16 +399,25 @@ class FusedOptimizer(torch.optim.Optimizer):
             current = fused["params"]
             if len(current) != len(arrays) or any(a is not b for a, b in zip(current, arrays)):
                 fused["params"] = arrays
-        return grads, held
+        return grads, held, where
+
+    def _match_group_count(self):
+        fused_groups = self._fused.param_groups
+        if len(fused_groups) != len(self.param_groups):
+            # torch's list of groups was edited directly: rebuild fusedopt's
+            del fused_groups[:]
+            fused_groups.extend(self._fused_group(g, group, []) for g, group in enumerate(self.param_groups))
 
     def _replaced(self, old, p, g, i):
         """`p.data = ...` gave p other memory: step that, with p's state (same shape and dtype)."""
         what = _where(g, i)
         new = _View(p, what)
-        if new.array.shape != old.array.shape or new.array.dtype != old.array.dtype:
+        if new.array.size != old.array.size or new.array.dtype != old.array.dtype:
             raise ValueError(f"{what} now holds a {new.array.dtype} tensor of shape {tuple(p.shape)}, "
                              f"its optimizer state was made for {old.array.dtype} {old.array.shape}")
-        self._fused._move_state(old.array, new.array)
+        # new memory: new weights, from which a master copy restarts; the same memory
+        # reshaped (p.data = p.data.view(...)): the same weights, the master kept
+        self._fused._move_state(old.array, new.array, reset_master=new.ptr != old.ptr)
         self._views[id(p)] = new
         return new
 
@@ -425,7 +472,7 @@ class FusedOptimizer(torch.optim.Optimizer):
         """``{parameter tensor: {name: tensor}}`` in torch.optim's format: slots are
         live views of fusedopt's buffers; "step" is a 0-d tensor.  Parameters that
         have not stepped yet are left out, as in torch."""
-        result = {}
+        result = collections.defaultdict(dict)
         if getattr(self, "_fused", None) is None:
             return result
         with self._fused._stepper.lock:
@@ -438,9 +485,17 @@ class FusedOptimizer(torch.optim.Optimizer):
 
     @state.setter
     def state(self, value):
-        # torch.optim.Optimizer.__init__ assigns an empty state; fusedopt holds the real one
+        # torch.optim.Optimizer.__init__ assigns an empty state; later, an empty one is the
+        # reset idiom (opt.state = defaultdict(dict)): every parameter starts afresh
         if value:
-            raise AttributeError("the state of a fusedopt.torch optimizer is set by load_state_dict")
+            raise AttributeError("the state of a fusedopt.torch optimizer is set by load_state_dict "
+                                 "(opt.state = {} resets it)")
+        fused = getattr(self, "_fused", None)
+        if fused is not None:
+            with self._locked():
+                fresh = fused.state_dict()
+                fresh["state"] = {}
+                fused.load_state_dict(fresh)
 
     def _torch_entry(self, p):
         view = self._views.get(id(p))
@@ -459,13 +514,21 @@ class FusedOptimizer(torch.optim.Optimizer):
                 continue
             if name == "momentum_buffer" and not counters.get("momentum_started", 1):
                 continue     # torch's SGD starts the buffer at the gradient when it has none
-            entry[name] = _tensor_of(buffer.reshape(self._fused._state_shape(name, buffer, view.array)))
+            # 8-bit codes under their own name: torch.optim must not read them as moments
+            key = name + CODES_SUFFIX if buffer.dtype == np.uint8 else name
+            entry[key] = _tensor_of(buffer.reshape(self._fused._state_shape(name, buffer, view.array)))
         return entry
 
     def state_dict(self):
         """torch.optim's ``state_dict`` (``"state"``, ``"param_groups"``) plus ``"fusedopt"``:
-        the storage options and step counts.  Slots are live views, as torch's are references."""
-        result = super().state_dict()
+        the storage options and step counts.  A snapshot: copies of the state (torch's holds
+        references to its live tensors, but fusedopt's step counts cannot be tensors shared with it)."""
+        with self._locked():
+            result = super().state_dict()
+            # a snapshot (torch's holds references to its live state; here the step
+            # counts cannot be live, so nothing is: the state dict is self-consistent)
+            result["state"] = {i: {k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in entry.items()}
+                               for i, entry in result["state"].items()}
         fused = self._fused
         result["fusedopt"] = {"storage": dict(fused._storage), "step_count": fused.step_count,
                               "skipped_steps": fused.skipped_steps}
@@ -478,8 +541,13 @@ class FusedOptimizer(torch.optim.Optimizer):
         buffer's shape and dtype, the storage options): a state dict that does
         not fit raises and leaves the optimizer as it was.  Floating-point state
         is cast to the dtype this optimizer keeps it in, as torch.optim casts it."""
+        with self._locked():
+            self._load_state_dict(state_dict)
+
+    def _load_state_dict(self, state_dict):
         if not isinstance(state_dict, dict):
             raise TypeError(f"state_dict must be a dict, got {type(state_dict).__name__}")
+        state_dict = dict(state_dict)   # the hooks may edit it, not the caller's (as torch)
         for hook in self._optimizer_load_state_dict_pre_hooks.values():
             result = hook(self, state_dict)
             if result is not None:
@@ -496,15 +564,18 @@ class FusedOptimizer(torch.optim.Optimizer):
                                  f"the optimizer's group")
         new_groups = []
         for g, (saved, group) in enumerate(zip(saved_groups, self.param_groups)):
-            new = {name: value for name, value in saved.items() if name != "params"}
+            new = {name: copy.deepcopy(value) for name, value in saved.items() if name != "params"}
             new["params"] = group["params"]
+            if "param_names" in group and "param_names" not in saved:
+                new["param_names"] = group["param_names"]
             new_groups.append(new)
         # fusedopt's state dict over every parameter, in the groups' order
         fused = self._fused
+        self._match_group_count()
         arrays, index_of = [], {}
         for g, (saved, group) in enumerate(zip(saved_groups, new_groups)):
             for i, (key, p) in enumerate(zip(saved["params"], group["params"])):
-                view = self._view(p, g, i)
+                view = self._current_view(p, g, i)
                 index_of[key] = len(arrays)
                 arrays.append(view.array)
         saved_state = state_dict["state"]
@@ -565,6 +636,8 @@ class FusedOptimizer(torch.optim.Optimizer):
             what = f"state_dict['state'][{key!r}][{name!r}]"
             if value is None:
                 continue
+            if name.endswith(CODES_SUFFIX) and name[:-len(CODES_SUFFIX)] in buffers:
+                name = name[:-len(CODES_SUFFIX)]
             if name in fused.spec.counters:
                 if isinstance(value, torch.Tensor):
                     value = value.item()

@@ -109,7 +109,7 @@ cdef class ListBlocks:
                 if value != 0.0:
                     raise ValueError(f"{_group_prefix(self.group[b], n_groups)}{name} must be 0 for "
                                      f"params[{tl._positions[i]}], whose gradient is a RowSparseGrad "
-                                     f"({name} would change every row; torch refuses it too), got {value!r}")
+                                     f"({name} would change every row), got {value!r}")
         return 0
 
     cdef int step(self, int n_threads) except -1:

@@ -565,17 +565,18 @@ class Optimizer:
         self._sync_counters()
         return dict(state.slots), dict(zip(self.spec.counters, state.counters))
 
-    def _move_state(self, old, new):
-        """Give array `new` the state of array `old` (same shape and dtype: the
-        parameter's memory was replaced); a master copy restarts from `new`."""
+    def _move_state(self, old, new, reset_master=True):
+        """Give array `new` the state of array `old` (same size and dtype: the
+        parameter's memory was replaced, or it was reshaped); a master copy restarts
+        from `new` with reset_master."""
         with self._stepper.lock:
             self._not_inside_a_step("moving state")
             state = self._states.pop(id(old), None)
             if state is None or state.array is not old:
                 return
             state.array = new
-            if "master" in state.slots:
-                np.copyto(state.slots["master"], new, casting="unsafe")
+            if reset_master and "master" in state.slots:
+                np.copyto(state.slots["master"], new.reshape(state.slots["master"].shape), casting="unsafe")
             self._states[id(new)] = state
 
     def _ensure_plan(self):

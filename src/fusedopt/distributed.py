@@ -189,6 +189,8 @@ class DistributedOptimizer:
         except (TypeError, ValueError) as exc:
             error, fingerprint = exc, 0
         _agree(self.comm, error, fingerprint, "DistributedOptimizer.step")
+        if self.comm.Get_size() == 1:   # nothing to average
+            return self.optimizer.step(grads, grad_scale=float(scale))
         # one flat buffer per dtype the gradients are summed in
         by_dtype = {}
         for i, (g, (_, dtype)) in enumerate(zip(grads, layout)):
@@ -424,8 +426,11 @@ class ZeroRedundancyOptimizer:
             error = exc
         _agree(self.comm, error, fingerprint, "ZeroRedundancyOptimizer.step")
         send = self._pack_grads(grads)
-        shard = self._grad_shard
-        self.comm.Reduce_scatter(send, shard, self._counts.tolist(), op=MPI.SUM)
+        if self.world_size == 1:   # the whole sum is this rank's gradient: no copy
+            shard = send[:self._shard_size]
+        else:
+            shard = self._grad_shard
+            self.comm.Reduce_scatter(send, shard, self._counts.tolist(), op=MPI.SUM)
         n = self.world_size
         step_scale = float(scale) * n
         if self.skip_nonfinite or self.max_grad_norm is not None:
@@ -450,7 +455,8 @@ class ZeroRedundancyOptimizer:
         except Exception as exc:   # the other ranks must not wait in the Allgather
             error = exc
         _agree(self.comm, error, 0, "ZeroRedundancyOptimizer.step (the local update)")
-        self._gather_params()
+        if self.world_size > 1:   # one rank stepped every parameter in place
+            self._gather_params()
         return True
 
     def _pack_grads(self, grads):

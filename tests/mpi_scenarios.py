@@ -300,10 +300,13 @@ def save_then_die(folder):
 
 def load_after_death(folder):
     """The dead rank's checkpoint is the first save's, whole (its second save never
-    replaced it); the other ranks' hold the second save."""
+    replaced it); the other ranks' hold the second save.  Loaded together they are
+    two steps apart: every rank refuses them."""
+    from fusedopt import checkpoint
+
     zero = ZeroRedundancyOptimizer(arrays(SHAPES, np.float32, 0), fusedopt.AdamW, lr=1e-2)
-    fusedopt.load(zero, os.path.join(folder, f"rank{RANK}.npz"))
-    state = zero.optimizer.state_dict()["state"][0]
+    path = os.path.join(folder, f"rank{RANK}.npz")
+    state = checkpoint.read(zero, path)["state"]["0"]
     if RANK == N - 1:
         assert state["step"] == 1
         assert np.array_equal(state["exp_avg"], np.load(os.path.join(folder, f"expected{RANK}.npy")))
@@ -311,6 +314,68 @@ def load_after_death(folder):
         assert state["step"] == 2
     leftovers = [f for f in os.listdir(folder) if f.startswith(".fusedopt-")]
     assert len(leftovers) <= 1, leftovers   # the dead rank's temporary file, at most
+    try:
+        fusedopt.load(zero, path)
+    except (ValueError, RuntimeError) as exc:
+        assert "disagree" in str(exc), exc
+    else:
+        raise AssertionError("checkpoints of different steps loaded")
+    assert zero.optimizer.state_dict()["state"][0]["step"] == 0   # nothing loaded anywhere
+
+
+def one_rank_goes_wrong(folder):
+    """What only one rank does wrong raises on every rank, and nothing hangs: a missing
+    checkpoint file, a malformed state dict, other clipping options; an array spanning
+    three ranks keeps its 8-bit state in pieces of min_8bit_size or more."""
+    params = arrays(SHAPES, np.float32, 0)
+    zero = ZeroRedundancyOptimizer([p.copy() for p in params], fusedopt.AdamW, lr=1e-2)
+    zero.step(gradients(SHAPES, np.float32, 0)[RANK])
+    path = os.path.join(folder, f"r{RANK}.npz")
+    fusedopt.save(zero, path)
+    if RANK == N - 1:
+        os.unlink(path)
+    for attempt in ("missing file", "malformed"):
+        try:
+            if attempt == "missing file":
+                fusedopt.load(zero, path)
+            else:
+                whole = COMM.bcast(zero.consolidate_state_dict(), root=0)
+                if RANK == N - 1:
+                    whole["state"] = [1, 2]
+                zero.load_state_dict(whole)
+        except (OSError, ValueError, RuntimeError, AttributeError, TypeError):
+            pass
+        else:
+            raise AssertionError(f"{attempt} on one rank did not raise")
+    try:
+        ZeroRedundancyOptimizer([p.copy() for p in params], fusedopt.AdamW, max_grad_norm=1.0 if RANK else None)
+    except ValueError as exc:
+        assert "disagree" in str(exc)
+    else:
+        raise AssertionError("other clipping on one rank did not raise")
+    zero.max_grad_norm = 1.0 if RANK == 0 else None
+    try:
+        zero.step(gradients(SHAPES, np.float32, 1)[RANK])
+    except ValueError as exc:
+        assert "disagree" in str(exc)
+    else:
+        raise AssertionError("other clipping on one rank did not raise at the step")
+    big = [np.ones(9000, np.float32)]
+    eight = ZeroRedundancyOptimizer([a.copy() for a in big], fusedopt.AdamW, state_dtype="8bit")
+    sizes = np.diff(eight.bounds)
+    assert all(size == 0 or size >= 4096 for size in sizes), eight.bounds
+    ref = fusedopt.AdamW([a.copy() for a in big], state_dtype="8bit")
+    for step in range(3):
+        grads = [[np.random.default_rng(10 * step + r).standard_normal(9000).astype(np.float32)]
+                 for r in range(N)]
+        eight.step(grads[RANK])
+        ref.step(summed(grads), grad_scale=N)
+    whole = eight.consolidate_state_dict()
+    if RANK == 0:
+        expected = ref.state_dict()["state"][0]
+        for key, value in expected.items():
+            if isinstance(value, np.ndarray):
+                assert np.array_equal(whole["state"][0][key], value), key
 
 
 def bad_input_raises_everywhere(folder=None):
@@ -372,7 +437,8 @@ def plateau_and_partition(folder=None):
 
 SCENARIOS = {f.__name__: f for f in (data_parallel, zero_matches_single_process, zero_state_is_sharded,
                                      zero_clipping_and_nonfinite, zero_checkpoints, save_then_die,
-                                     load_after_death, bad_input_raises_everywhere, plateau_and_partition)}
+                                     load_after_death, bad_input_raises_everywhere, plateau_and_partition,
+                                     one_rank_goes_wrong)}
 
 if __name__ == "__main__":
     name = sys.argv[1]

@@ -103,6 +103,14 @@ def load(optimizer, path):
     and every buffer's shape and dtype against the optimizer's parameters;
     any mismatch raises ValueError before anything changes.
     """
+    collective = getattr(optimizer, "_load_checkpoint", None)
+    if collective is not None:   # fusedopt.distributed: every rank reads, all raise alike
+        return collective(path)
+    optimizer.load_state_dict(read(optimizer, path))
+
+
+def read(optimizer, path):
+    """The state dict a checkpoint holds, checked against `optimizer`'s groups (not loaded)."""
     path = os.fspath(path)
     try:
         loaded = np.load(path, allow_pickle=False)
@@ -157,4 +165,4 @@ def load(optimizer, path):
             raise ValueError(f"{path}: unexpected array {name!r} in the checkpoint")
         state.setdefault(parts[1], {})[parts[2]] = value
     meta["state"] = state
-    optimizer.load_state_dict(meta)
+    return meta

@@ -57,7 +57,7 @@ def _fingerprint(value):
     return (zlib.crc32(text) << 31) ^ zlib.adler32(text)
 
 
-def _agree(comm, error, fingerprint=0, what="the step"):
+def _agree(comm, error, fingerprint=0, what="the step", after="no rank went on"):
     """One Allgather of (failed, fingerprint) per rank: raise on every rank if any
     rank failed (its own error where it has one) or the fingerprints differ."""
     mine = np.array([1 if error is not None else 0, fingerprint], dtype=np.int64)
@@ -68,10 +68,12 @@ def _agree(comm, error, fingerprint=0, what="the step"):
         raise error
     if failed:
         raise RuntimeError(f"{what} failed on rank{'s' if len(failed) > 1 else ''} "
-                           f"{', '.join(map(str, failed))} (see its error); no rank went on")
+                           f"{', '.join(map(str, failed))} (see its error); {after}")
     if np.any(everyone[:, 1] != everyone[0, 1]):
-        raise ValueError(f"{what}: the ranks disagree on the parameters' shapes and dtypes, or on the "
-                         f"hyperparameters (every rank must build the same optimizer and schedule)")
+        raise ValueError(f"{what}: the ranks disagree on the parameters' shapes and dtypes, the "
+                         f"gradients' dtypes, the hyperparameters, the options (grad_scale, max_grad_norm, "
+                         f"skip_nonfinite, storage) or the step counts (every rank must build the same "
+                         f"optimizer and schedule, and step it alike)")
 
 
 def _group_fingerprint(optimizer):
@@ -82,7 +84,9 @@ def _group_fingerprint(optimizer):
     for group, lr in zip(optimizer.param_groups, lrs):
         values = sorted((k, repr(v)) for k, v in group.items() if k not in ("params", "lr"))
         groups.append((lr, values))
-    return _fingerprint((groups, optimizer.step_count))
+    options = (optimizer.max_grad_norm, optimizer.skip_nonfinite, optimizer.grad_scale,
+               sorted(optimizer._storage.items()), getattr(optimizer, "train_mode", None))
+    return _fingerprint((groups, optimizer.step_count, options))
 
 
 def _reduce_dtype(dtype):
@@ -138,17 +142,16 @@ class DistributedOptimizer:
     """
 
     def __init__(self, optimizer, comm=None, broadcast=True):
-        if not isinstance(optimizer, Optimizer):
-            raise TypeError(f"optimizer must be a fusedopt optimizer, got {type(optimizer).__name__}")
-        self.optimizer = optimizer
         self.comm = _world(comm)
-        self._layout = None
+        self.optimizer = optimizer
         self._buffers = {}
-        error = None
+        error, layout = None, []
         try:
+            if not isinstance(optimizer, Optimizer):
+                raise TypeError(f"optimizer must be a fusedopt optimizer, got {type(optimizer).__name__}")
             layout = self._current_layout()
-        except (TypeError, ValueError) as exc:
-            error, layout = exc, []
+        except Exception as exc:   # every rank raises, none waits in a collective
+            error = exc
         _agree(self.comm, error, _fingerprint(layout), "DistributedOptimizer()")
         if broadcast:
             self.broadcast_parameters()
@@ -185,8 +188,9 @@ class DistributedOptimizer:
             scale = self.optimizer.grad_scale if grad_scale is None else grad_scale
             if isinstance(scale, (bool, np.bool_)) or not isinstance(scale, numbers.Real) or not scale > 0:
                 raise ValueError(f"grad_scale must be a number > 0, got {scale!r}")
-            fingerprint = _fingerprint((layout, _group_fingerprint(self.optimizer)))
-        except (TypeError, ValueError) as exc:
+            fingerprint = _fingerprint((layout, [g.dtype.str for g in grads], float(scale),
+                                        _group_fingerprint(self.optimizer)))
+        except Exception as exc:
             error, fingerprint = exc, 0
         _agree(self.comm, error, fingerprint, "DistributedOptimizer.step")
         if self.comm.Get_size() == 1:   # nothing to average
@@ -245,6 +249,8 @@ def partition(sizes, n_ranks, splittable=True, min_piece=1, align=ALIGN):
         candidates = [starts[t], starts[t + 1]] if sizes else [0]
         if sizes and splittable:
             lo = -(-min_piece // align) * align
+            if bounds[-1] > starts[t]:   # the array's previous piece must keep min_piece too
+                lo = max(lo, -(-(bounds[-1] - starts[t] + min_piece) // align) * align)
             hi = ((sizes[t] - min_piece) // align) * align
             if lo <= hi:
                 inside = round((target - starts[t]) / align) * align
@@ -308,14 +314,9 @@ class ZeroRedundancyOptimizer:
     order (within a few ulps).
     """
 
-    def __init__(self, params, optimizer_class, comm=None, **defaults):
+    def __init__(self, params, optimizer_class, comm=None, broadcast=True, **defaults):
         from .flat import FlatParams
 
-        if not (isinstance(optimizer_class, type) and issubclass(optimizer_class, Optimizer)):
-            raise TypeError(f"optimizer_class must be a fusedopt optimizer class, got {optimizer_class!r}")
-        if not optimizer_class.spec.dense:
-            raise ValueError(f"{optimizer_class.__name__} takes row-sparse gradients only; "
-                             f"ZeroRedundancyOptimizer steps dense ones")
         self.comm = _world(comm)
         self.rank, self.world_size = self.comm.Get_rank(), self.comm.Get_size()
         self.optimizer_class = optimizer_class
@@ -327,6 +328,11 @@ class ZeroRedundancyOptimizer:
         self._flat = None
         error, fingerprint = None, 0
         try:
+            if not (isinstance(optimizer_class, type) and issubclass(optimizer_class, Optimizer)):
+                raise TypeError(f"optimizer_class must be a fusedopt optimizer class, got {optimizer_class!r}")
+            if not optimizer_class.spec.dense:
+                raise ValueError(f"{optimizer_class.__name__} takes row-sparse gradients only; "
+                                 f"ZeroRedundancyOptimizer steps dense ones")
             if isinstance(params, FlatParams):
                 self._flat = params
                 params = [params.param]
@@ -337,8 +343,13 @@ class ZeroRedundancyOptimizer:
                 raise ValueError(f"ZeroRedundancyOptimizer takes parameters of one dtype, got "
                                  f"{sorted(map(str, dtypes))} (one optimizer per dtype)")
             self.dtype = dtypes.pop() if dtypes else np.dtype(np.float32)
+            if self.dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+                raise ValueError(f"ZeroRedundancyOptimizer takes float32 or float64 parameters, got "
+                                 f"{self.dtype} (16-bit parameters: DistributedOptimizer)")
             for i, p in enumerate(self._params):
                 _core.check_array(p, f"params[{i}]", True)
+            if len({id(p) for p in self._params}) != len(self._params):
+                raise ValueError("the same array appears twice in params")
             if self.max_grad_norm is not None and not (isinstance(self.max_grad_norm, numbers.Real)
                                                        and self.max_grad_norm > 0):
                 raise ValueError(f"max_grad_norm must be a number > 0 or None, got {self.max_grad_norm!r}")
@@ -354,8 +365,9 @@ class ZeroRedundancyOptimizer:
             self._groups_layout = [(len(group["params"]), sorted(k for k in group if k != "params"))
                                    for group in groups]
             fingerprint = _fingerprint(([(p.shape, p.dtype.str) for p in self._params], self._groups_layout,
-                                        optimizer_class.__name__, sorted(defaults.items(), key=str)))
-        except (TypeError, ValueError) as exc:
+                                        optimizer_class.__name__, sorted(defaults.items(), key=str),
+                                        self.max_grad_norm, self.skip_nonfinite, self.grad_scale))
+        except Exception as exc:   # every rank raises, none waits in a collective
             error = exc
         _agree(self.comm, error, fingerprint, "ZeroRedundancyOptimizer()")
         self._starts = np.concatenate([[0], np.cumsum([p.size for p in self._params], dtype=np.int64)]).tolist()
@@ -364,6 +376,21 @@ class ZeroRedundancyOptimizer:
         self._grad_shard = aligned_zeros(self._shard_size, _reduce_dtype(self.dtype))
         self._send = None      # the packed gradients (unless they are a FlatParams buffer)
         self._staging = None   # the packed parameters for the Allgather (ditto)
+        if broadcast and self.world_size > 1:
+            self.broadcast_parameters()
+
+    def broadcast_parameters(self, root=0):
+        """Copy `root`'s parameters to every rank (collective)."""
+        buffer = self._flat.param if self._flat is not None else np.concatenate(
+            [p.reshape(-1) for p in self._params] or [np.empty(0, self.dtype)])
+        self.comm.Bcast(buffer, root=root)
+        if self._flat is None:
+            for p, start in zip(self._params, self._starts):
+                p.reshape(-1)[...] = buffer[start:start + p.size]
+
+    def add_param_group(self, param_group):
+        raise TypeError("a ZeroRedundancyOptimizer's partition is fixed at construction: build a new one "
+                        "with every group (consolidate_state_dict() carries the state over)")
 
     @staticmethod
     def _groups(params):
@@ -421,8 +448,9 @@ class ZeroRedundancyOptimizer:
             scale = self.grad_scale if grad_scale is None else grad_scale
             if isinstance(scale, (bool, np.bool_)) or not isinstance(scale, numbers.Real) or not scale > 0:
                 raise ValueError(f"grad_scale must be a number > 0, got {scale!r}")
-            fingerprint = _group_fingerprint(self.optimizer)
-        except (TypeError, ValueError) as exc:
+            fingerprint = _fingerprint((_group_fingerprint(self.optimizer), float(scale), self.max_grad_norm,
+                                        bool(self.skip_nonfinite)))
+        except Exception as exc:
             error = exc
         _agree(self.comm, error, fingerprint, "ZeroRedundancyOptimizer.step")
         send = self._pack_grads(grads)
@@ -454,7 +482,8 @@ class ZeroRedundancyOptimizer:
             self.optimizer.step(self._shard_grads(shard), grad_scale=step_scale)
         except Exception as exc:   # the other ranks must not wait in the Allgather
             error = exc
-        _agree(self.comm, error, 0, "ZeroRedundancyOptimizer.step (the local update)")
+        _agree(self.comm, error, 0, "ZeroRedundancyOptimizer.step (the local update)",
+               after="the ranks that stepped their shard now differ from it: restore a checkpoint")
         if self.world_size > 1:   # one rank stepped every parameter in place
             self._gather_params()
         return True
@@ -534,14 +563,28 @@ class ZeroRedundancyOptimizer:
                 local, skipped = self._shard_of(state_dict), state_dict.get("skipped_steps", 0)
             backup = self.optimizer.state_dict()   # put back if another rank fails to load
             self.optimizer.load_state_dict(local)
-        except (TypeError, ValueError, KeyError) as exc:
+        except Exception as exc:   # every rank raises, none waits in a collective
             error = exc if not isinstance(exc, KeyError) else ValueError(f"state_dict is missing {exc}")
+        fingerprint = 0 if error is not None else _fingerprint((self.optimizer.step_count, skipped))
         try:
-            _agree(self.comm, error, 0, "ZeroRedundancyOptimizer.load_state_dict")
-        except RuntimeError:
-            self.optimizer.load_state_dict(backup)
+            _agree(self.comm, error, fingerprint, "ZeroRedundancyOptimizer.load_state_dict",
+                   after="no rank loaded it")
+        except (RuntimeError, ValueError):
+            if error is None:
+                self.optimizer.load_state_dict(backup)
             raise
         self.skipped_steps = int(skipped)
+
+    def _load_checkpoint(self, path):
+        """fusedopt.load(zero, path): this rank's file, read and loaded collectively
+        (a missing or unreadable file on one rank raises on every rank)."""
+        from . import checkpoint
+
+        try:
+            state_dict = checkpoint.read(self, path)
+        except Exception as exc:
+            _agree(self.comm, exc, 0, "fusedopt.load", after="no rank loaded its checkpoint")
+        self.load_state_dict(state_dict)
 
     def _slot_range(self, name, piece):
         """Elements [a, b) of a flattened whole-array state buffer that belong to `piece`."""
@@ -565,10 +608,24 @@ class ZeroRedundancyOptimizer:
             local["param_groups"].append(dict({k: v for k, v in saved.items() if k != "params"},
                                               params=list(range(index, index + n_local))))
             index += n_local
+        for g, saved in enumerate(groups):
+            if not isinstance(saved, dict) or len(saved.get("params", ())) != self._groups_layout[g][0]:
+                raise ValueError(f"state_dict param_groups[{g}] does not have this optimizer's "
+                                 f"{self._groups_layout[g][0]} parameters")
         state = whole["state"]
         entries = {}
         for key, entry in state.items():
-            entries[int(key)] = entry
+            index = int(key)
+            if not 0 <= index < len(self._params) or not isinstance(entry, dict):
+                raise ValueError(f"state_dict['state'] has an entry {key!r} for no parameter")
+            entries[index] = entry
+            p = self._params[index]
+            for name, value in entry.items():
+                if isinstance(value, np.ndarray) and self.optimizer_class.elementwise:
+                    expected = -(-p.size // ALIGN) if name.endswith("_absmax") else p.size
+                    if value.size != expected or (not name.endswith("_absmax") and value.shape != p.shape):
+                        raise ValueError(f"state_dict['state'][{key!r}][{name!r}] has shape {value.shape}, "
+                                         f"parameter {index} {p.shape}")
         local_state = {}
         for j, piece in enumerate(self._pieces):
             entry = entries.get(piece.index)
@@ -587,6 +644,8 @@ class ZeroRedundancyOptimizer:
     def consolidate_state_dict(self, root=0):
         """The whole model's state dict, on `root` (None on the other ranks): what a
         single-process ``optimizer_class`` over all the parameters loads.  Collective."""
+        if isinstance(root, bool) or not isinstance(root, numbers.Integral) or not 0 <= root < self.world_size:
+            raise ValueError(f"root must be a rank in [0, {self.world_size}), got {root!r}")
         sd = self.optimizer.state_dict()
         state = sd["state"]
         spec = self.optimizer.spec
@@ -696,12 +755,14 @@ class ZeroRedundancyOptimizer:
     # -- schedule-free ------------------------------------------------------------
 
     def train(self):
-        """Schedule-free optimizers: switch every rank's pieces to the training point."""
+        """Schedule-free optimizers: switch every rank's pieces to the training point
+        (collective: every rank calls it)."""
         self.optimizer.train()
         self._gather_params()
 
     def eval(self):
-        """Schedule-free optimizers: switch to the averaged point (to evaluate or save)."""
+        """Schedule-free optimizers: switch to the averaged point, to evaluate or save
+        (collective: every rank calls it)."""
         self.optimizer.eval()
         self._gather_params()
 

@@ -311,7 +311,12 @@ class ZeroRedundancyOptimizer:
     by the global norm and skips alike.  With two ranks the result equals, bit
     for bit, a single process stepping the summed gradients with ``grad_scale``
     2 (the sum of two numbers has one rounding); with clipping the norm is summed in another
-    order (within a few ulps).
+    order (within a few ulps); with stochastic rounding (bfloat16 state) the random
+    bits are keyed by the piece's element index, so they differ from one process's.
+
+    Collective: the constructor, ``step``, ``load_state_dict`` (and
+    ``fusedopt.load``), ``consolidate_state_dict``, ``train``/``eval`` and
+    ``broadcast_parameters`` are called by every rank alike.
     """
 
     def __init__(self, params, optimizer_class, comm=None, broadcast=True, **defaults):

@@ -10,6 +10,8 @@ import runpy
 import sys
 from pathlib import Path
 
+import numpy as np
+
 HERE = Path(__file__).parent.resolve()
 KERNEL_ROW = re.compile(r"^\s*KERNEL\(\s*(\w+)\s*,\s*(\w+)\s*,\s*(\w+)\s*,\s*(\w+)\s*\)",
                         re.MULTILINE)
@@ -49,6 +51,43 @@ def _c_array(ctype, name, values, fmt):
     return f"static const {ctype} {name}[{len(values)}] = {{{body}\n}};\n"
 
 
+def _simd_tables(c, signed, decades):
+    """The lookup tables the SIMD coders permute registers with (storage/q8.h,
+    fo_q8_map): the same values as the scalar arithmetic, laid out by index."""
+    f32 = np.float32
+    # decode: u = |code - 127| (signed) or code + 1 (unsigned) is 2^e + j with j < 2^e,
+    # and float32(u)'s exponent field is 127 + e: its low 4 bits pick the row
+    decode_first, decode_step = np.zeros(16, f32), np.zeros(16, f32)
+    for d in range(decades):
+        e = d if signed else d + 1
+        decode_first[(127 + e) % 16], decode_step[(127 + e) % 16] = c["first"][d], c["step"][d]
+    decode_first[(127 + decades + (0 if signed else 1)) % 16] = 1.0      # the code of 1.0
+    # AVX2 permutes 8 registers, by the row mod 8: the signed map's e = 0 row (15)
+    # is repeated at 7, unused otherwise; in the unsigned map codes 0 and 255 share
+    # row 7 (1.0), and the AVX2 decoder zeroes code 0
+    if signed:
+        decode_first[7], decode_step[7] = decode_first[15], decode_step[15]
+    # encode: the decade of a value in [bound[0], 1) is that of its binade's lowest
+    # value, or one more from the next bound on (a decade spans more than a binade);
+    # rows by the exponent field mod 32 (the binades below and from 1 are coded
+    # without the decade: 0 / 255; a NaN's row, 31, says decade 0, as the compare chain)
+    binade_decade, binade_next_bound = np.zeros(32, np.int32), np.full(32, np.inf, f32)
+    lowest = int(c["bound"][0].view(np.uint32) >> 23)
+    assert 127 - lowest < 31
+    for e in range(lowest, 127):
+        low = np.uint32(e << 23).view(f32)
+        d = int(np.sum(low >= c["bound"][1:decades]))
+        binade_decade[e % 32] = d
+        binade_next_bound[e % 32] = c["bound"][d + 1] if d + 1 < decades else np.inf
+    assert binade_decade[255 % 32] == 0 and binade_next_bound[255 % 32] == np.inf
+    padded = lambda a, dtype: np.concatenate([a, np.zeros(16 - a.size)]).astype(dtype)
+    return [("decode_first", decode_first), ("decode_step", decode_step),
+            ("binade_decade", binade_decade), ("binade_next_bound", binade_next_bound),
+            ("decade_first", padded(c["first"], f32)), ("decade_inverse", padded(c["inverse"], f32)),
+            ("decade_last", padded((c["count"] - 1).astype(f32), f32)),
+            ("decade_base", padded(c["base"], np.int32))]
+
+
 def write_quantization_tables(out_dir):
     """fusedopt_qmaps.h: each map's constants (storage/q8.h runs the arithmetic)."""
     qmap = runpy.run_path(str(QMAP))
@@ -62,5 +101,8 @@ def write_quantization_tables(out_dir):
                           ("inverse", as_float), ("bound", as_float)):
             text.append("    {" + ", ".join(fmt(v) for v in c[name]) + f"}},  /* {name} */\n")
         text.append("    {" + ", ".join(as_float(v) for v in qmap["dynamic_map"](signed)) + "},  /* value */\n")
+        for name, values in _simd_tables(c, signed, qmap["DECADES"]):
+            fmt = (lambda v: "INFINITY" if np.isinf(v) else as_float(v)) if values.dtype.kind == "f" else str
+            text.append("    {" + ", ".join(fmt(v) for v in values) + f"}},  /* {name} */\n")
         text.append("};\n")
     (Path(out_dir) / "fusedopt_qmaps.h").write_text("".join(text))

@@ -487,6 +487,77 @@ def test_8bit_codes_of_extreme_values_equal_the_twin_on_every_path(simd):
     assert_bitwise(p, twin_p, "params")
 
 
+def dense_values_below_one():
+    """Float32 values from 2^-25 up to 1 (every binade a code depends on, many
+    mantissas each), the map's float32 midpoints and their neighbours, and the
+    decade boundaries and theirs: both signs and zeros, in blocks of 255 plus a 1.0, so a
+    block's absmax is 1 and the coded value x / absmax is x itself."""
+    x = np.arange(0x33000000, 0x3F800000, 61, dtype=np.uint32).view(np.float32)
+    edges = []
+    for signed in (True, False):
+        values = _qmap.dynamic_map(signed)
+        edges += [(values[:-1] + values[1:]) * np.float32(0.5), _qmap.constants(signed)["bound"]]
+    edges = np.concatenate(edges).astype(np.float32)
+    near = edges.view(np.uint32)[:, None] + np.arange(-3, 4, dtype=np.int32).astype(np.uint32)
+    x = np.concatenate([x, near.ravel().view(np.float32)])
+    x = x[(x > 0) & (x < 1)]
+    x = np.concatenate([x, -x, np.zeros(3, np.float32)])
+    x = np.concatenate([x, np.zeros(-x.size % 255, np.float32)]).reshape(-1, 255)
+    return np.concatenate([x, np.ones((x.shape[0], 1), np.float32)], axis=1).ravel()
+
+
+@pytest.mark.parametrize("simd", SIMD_PATHS)
+def test_8bit_codes_of_dense_values_equal_the_twin_on_every_path(simd):
+    """Millions of values below 1, densely: every path's encoder (AVX-512 finds
+    the decade from the binade) gives the twin's codes, signed (SGD's first
+    momentum is g) and unsigned (Adam's second moment)."""
+    use(2, simd)
+    g = dense_values_below_one()
+    opt = fusedopt.SGD([np.zeros(g.size, np.float32)], lr=0.0, momentum=0.9, state_dtype="8bit")
+    opt.step([g])
+    codes, absmax = quantization.quantize(g, True)
+    assert np.all(absmax == 1.0)
+    assert_bitwise(opt.state[0]["momentum_buffer"], codes, "signed codes")
+    assert len(np.unique(codes)) == 256
+    opt = fusedopt.Adam([np.zeros(g.size, np.float32)], lr=1e-3, state_dtype="8bit")
+    opt.step([g])
+    codes, absmax = quantization.quantize(np.float32(0.001) * (g * g), False)
+    assert_bitwise(opt.state[0]["exp_avg_sq"], codes, "unsigned codes")
+    assert_bitwise(opt.state[0]["exp_avg_sq_absmax"], absmax, "unsigned absmax")
+    assert len(np.unique(codes)) == 256
+
+
+@pytest.mark.parametrize("simd", SIMD_PATHS)
+def test_8bit_every_code_reads_back_as_the_twin_on_every_path(simd):
+    """State holding every code of both maps (in several orders, with absmax
+    scales from 0 to the largest float) steps as the twin steps: each path's
+    decoder (AVX-512 computes the value from the code) reads the map's values."""
+    use(2, simd)
+    blocks = 24
+    rng = np.random.default_rng(12)
+    m_codes = np.concatenate([rng.permutation(256) for _ in range(blocks)]).astype(np.uint8)
+    v_codes = np.concatenate([rng.permutation(256) for _ in range(blocks)]).astype(np.uint8)
+    scales = np.float32([0.0, 1.0, 3e38, 1e-38] + list(10.0 ** rng.uniform(-20, 5, blocks - 4)))
+    p = rng.standard_normal(256 * blocks).astype(np.float32)
+    g = rng.standard_normal(256 * blocks).astype(np.float32)
+    opt = fusedopt.Adam([p], lr=1e-3, state_dtype="8bit")
+    opt.step([g])
+    sd = opt.state_dict()
+    sd["state"][0].update(exp_avg=m_codes.copy(), exp_avg_sq=v_codes.copy(),
+                          exp_avg_absmax=scales.copy(), exp_avg_sq_absmax=scales[::-1].copy())
+    opt.load_state_dict(sd)
+    twin_p = p.copy()
+    with np.errstate(all="ignore"):
+        opt.step([g])
+        state = {"exp_avg": (0, (m_codes, scales.copy())), "exp_avg_sq": (1, (v_codes, scales[::-1].copy()))}
+        storage.step(slow.adam_, twin_p, g, state, signed={"exp_avg": True, "exp_avg_sq": False},
+                     step=2, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8)
+    assert_bitwise(p, twin_p, "params")
+    for name, (_, (codes, absmax)) in state.items():
+        assert_bitwise(opt.state[0][name], codes, f"{name} codes")
+        assert_bitwise(opt.state[0][name + "_absmax"], absmax, f"{name} absmax")
+
+
 # -- found by a hostile review ----------------------------------------------------------
 
 @pytest.mark.parametrize("shape", [(1, 1), (), (0, 3), (1,)])

@@ -7,6 +7,7 @@
 #pragma GCC target("avx2,fma")
 #endif
 #define FO_ISA avx2
+#define FO_ISA_AVX2 1
 #include "isa.h"
 #if defined(__clang__)
 #pragma clang attribute pop

@@ -29,6 +29,13 @@ typedef struct {
     float first[7], step[7], inverse[7];
     float bound[8];                    /* decade boundaries: below bound[0] is 0, from bound[7] is 1 */
     float value[256];                  /* the map: code -> value (computed as first + j * step) */
+    /* the same constants laid out for the SIMD coders' register permutes (isa/isa.h);
+     * csrc/generate.py says how each is indexed */
+    float decode_first[16], decode_step[16];
+    int32_t binade_decade[32];
+    float binade_next_bound[32];
+    float decade_first[16], decade_inverse[16], decade_last[16];
+    int32_t decade_base[16];
 } fo_q8_map;
 #include "fusedopt_qmaps.h"
 #if FO_Q8_BLOCK != FO_QUANTIZATION_BLOCK

@@ -376,6 +376,65 @@ def test_replaced_parameter_memory_keeps_its_state():
         opt.step()
 
 
+def test_persistent_gradients_follow_every_change_like_torch():
+    """Gradients kept across steps (zero_grad(set_to_none=False), CPU offload) let a
+    step reuse the last one's views; every change torch allows between steps is
+    followed, as torch.optim follows it (float64, within 1e-12)."""
+    dtype = torch.float64
+    ours, theirs = twins("mlp", dtype)
+    opt = ft.AdamW(ours.parameters(), lr=1e-2)
+    topt = torch.optim.AdamW(theirs.parameters(), lr=1e-2, foreach=False)
+    extra = [torch.nn.Parameter(torch.ones(7, dtype=dtype)) for _ in range(2)]
+    changes = {
+        3: lambda m, k: setattr(m[0].weight, "grad", m[0].weight.grad.clone()),        # new tensor
+        4: lambda m, k: setattr(m[0].bias.grad, "data", m[0].bias.grad.data * 3),       # new memory
+        5: lambda m, k: setattr(m[2].weight, "grad", None),                              # sits out
+        6: lambda m, k: setattr(m[2].bias, "data", m[2].bias.data.clone()),              # parameter memory
+        7: lambda m, k: m[0].weight.grad.mul_(-2.0),                                     # values in place
+        8: lambda m, k: setattr(m[0].weight.grad, "data", m[0].weight.grad.data.view(-1).view(32, 12)),
+    }
+    for step in range(11):
+        for model, o, k in ((ours, opt, 0), (theirs, topt, 1)):
+            o.zero_grad(set_to_none=False)
+            loss_of(model, *batch("mlp", dtype, step)).backward()
+            if step in changes:
+                changes[step](model, k)
+            if step == 9:
+                o.add_param_group({"params": [extra[k]]})
+            if step >= 9:
+                extra[k].grad = torch.full((7,), 0.5, dtype=dtype)
+            o.step()
+        if step == 2:
+            assert opt._last_step is not None   # the shortcut is in use from here
+        assert_params_close(ours, theirs, dtype, step + 1, f"step {step}")
+        assert torch.allclose(extra[0], extra[1], rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("change, error, match", [
+    (lambda p: p.grad.t_(), ValueError, "not contiguous"),
+    (lambda p: setattr(p.grad, "data", p.grad.data.to(torch.float64)), TypeError, "float64"),
+    (lambda p: setattr(p, "data", p.data.t()), ValueError, "not contiguous"),
+    (lambda p: p.grad.resize_(3, 3), ValueError, "shape"),
+])
+def test_changes_after_repeated_steps_are_still_refused(change, error, match):
+    """After steps that reuse their views, a gradient made non-contiguous, wider or
+    another shape in place, or a transposed parameter, is refused by name as at any step."""
+    params = [torch.nn.Parameter(torch.randn(4, 4)) for _ in range(3)]
+    opt = ft.Adam(params, lr=0.1)
+    for p in params:
+        p.grad = torch.ones(4, 4)
+    for _ in range(3):
+        opt.step()
+    assert opt._last_step is not None
+    memory = lambda: [bytes(p.untyped_storage()) for p in params]
+    before = memory()
+    change(params[1])
+    with pytest.raises(error, match=match) as info:
+        opt.step()
+    assert "param_groups[0]['params'][1]" in str(info.value)
+    assert memory() == before
+
+
 # -- bad input ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("make, error, match", [

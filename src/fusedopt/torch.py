@@ -38,6 +38,8 @@ import collections
 import contextlib
 import copy
 import inspect
+import itertools
+import operator
 import re
 import weakref
 
@@ -178,6 +180,7 @@ class _View:
         self.shape = tensor.shape
         self.dtype = tensor.dtype
         self.grad_ref = None
+        self.grad_array = None
 
     def grad_view(self, grad):
         """`grad` as an ndarray, or None where .numpy() cannot make one (bfloat16, sparse,
@@ -209,6 +212,23 @@ class _View:
         self.grad_dtype = grad.dtype
         self.grad_array = None
         return array
+
+
+_GRAD = operator.attrgetter("grad")
+_DEREFERENCE = weakref.ref.__call__
+_LastStep = collections.namedtuple(
+    "_LastStep", "counts params fused_params grad_refs grads where param_meta grad_meta")
+
+
+def _metadata(tensors):
+    """What a view depends on, for many tensors at once (C-level loops): memory,
+    shapes, dtypes, and whether all are contiguous."""
+    return (list(map(torch.Tensor.data_ptr, tensors)), list(map(_SHAPE, tensors)),
+            list(map(_DTYPE, tensors)), all(map(torch.Tensor.is_contiguous, tensors)))
+
+
+_SHAPE = operator.attrgetter("shape")
+_DTYPE = operator.attrgetter("dtype")
 
 
 class FusedOptimizer(torch.optim.Optimizer):
@@ -268,6 +288,7 @@ class FusedOptimizer(torch.optim.Optimizer):
 
     def _setup(self, params, defaults, options):
         self._views = {}            # id(tensor) -> _View of each parameter seen
+        self._last_step = None      # what a step like the last one reuses (_repeated_step)
         self._fused = None
         self._options = dict(options)
         super().__init__(params, defaults)   # calls add_param_group for each group
@@ -368,9 +389,7 @@ class FusedOptimizer(torch.optim.Optimizer):
         and the gradient tensors they view."""
         self._match_group_count()
         fused_groups = self._fused.param_groups
-        grads, held, where = [], [], []
         names = self.hyper_names
-        views = self._views
         for g, (group, fused) in enumerate(zip(self.param_groups, fused_groups)):
             for flag in _REFUSED_FLAGS:
                 if group.get(flag):
@@ -381,6 +400,12 @@ class FusedOptimizer(torch.optim.Optimizer):
             for name in names:
                 if name in group:
                     fused[name] = _plain(group[name])
+        repeated = self._repeated_step()
+        if repeated is not None:
+            return repeated
+        grads, held, where = [], [], []
+        views = self._views
+        for g, (group, fused) in enumerate(zip(self.param_groups, fused_groups)):
             arrays = []
             for i, p in enumerate(group["params"]):
                 grad = p.grad
@@ -399,7 +424,45 @@ class FusedOptimizer(torch.optim.Optimizer):
             current = fused["params"]
             if len(current) != len(arrays) or any(a is not b for a, b in zip(current, arrays)):
                 fused["params"] = arrays
+        self._record_step(held, grads, where)
         return grads, held, where
+
+    def _record_step(self, held, grads, where):
+        """Remember a step whose every parameter had a gradient already seen at the step
+        before (views made once): the next step, if it finds the same tensors with the
+        same memory, reuses the lists instead of checking parameter by parameter."""
+        self._last_step = None
+        params = [p for group in self.param_groups for p in group["params"]]
+        if len(held) != len(params):
+            return
+        views = [self._views[id(p)] for p in params]
+        if any(view.grad_array is not array for view, array in zip(views, grads)):
+            return
+        self._last_step = _LastStep(
+            counts=[len(group["params"]) for group in self.param_groups], params=params,
+            fused_params=[fused["params"] for fused in self._fused.param_groups],
+            grad_refs=[view.grad_ref for view in views], grads=grads, where=where,
+            param_meta=_metadata(params), grad_meta=_metadata(held))
+
+    def _repeated_step(self):
+        """The last step's (grads, held, where) where the parameters, their gradient
+        tensors and the memory, shapes, dtypes and layout of both are as they were; else None."""
+        last = self._last_step
+        if last is None or [len(group["params"]) for group in self.param_groups] != last.counts:
+            return None
+        params = [p for group in self.param_groups for p in group["params"]]
+        if not all(map(operator.is_, params, last.params)):
+            return None
+        if not all(map(operator.is_, (fused["params"] for fused in self._fused.param_groups), last.fused_params)):
+            return None
+        held = list(map(_GRAD, params))
+        # the same gradient tensors (a freed one dereferences to None, as a removed .grad reads)
+        if (not all(map(operator.is_, held, map(_DEREFERENCE, last.grad_refs)))
+                or any(map(operator.is_, held, itertools.repeat(None)))):
+            return None
+        if _metadata(params) != last.param_meta or _metadata(held) != last.grad_meta:
+            return None
+        return last.grads, held, last.where
 
     def _match_group_count(self):
         fused_groups = self._fused.param_groups

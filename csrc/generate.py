@@ -106,3 +106,7 @@ def write_quantization_tables(out_dir):
             text.append("    {" + ", ".join(fmt(v) for v in values) + f"}},  /* {name} */\n")
         text.append("};\n")
     (Path(out_dir) / "fusedopt_qmaps.h").write_text("".join(text))
+
+
+if __name__ == "__main__":
+    write_kernel_instances(sys.argv[1])

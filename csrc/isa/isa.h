@@ -58,11 +58,17 @@ static inline void fo_q8_store_block_avx512(const float *FO_RESTRICT x, int64_t 
     const __m512 first = _mm512_loadu_ps(q->decade_first), inverses = _mm512_loadu_ps(q->decade_inverse);
     const __m512 last = _mm512_loadu_ps(q->decade_last);
     const __m512i base = _mm512_loadu_si512(q->decade_base);
-    __m512 biggest = _mm512_setzero_ps(), scale;
+    __m512 biggest = _mm512_setzero_ps(), biggest2 = _mm512_setzero_ps(), scale;
     float absmax, inverse, tail_max = 0.0f;
     int64_t j = 0;
-    for (; j + 16 <= n; j += 16)   /* a > m ? a : m, lane by lane: NaN never wins */
+    /* a > m ? a : m, lane by lane: NaN never wins, so the order (two chains) does not matter */
+    for (; j + 32 <= n; j += 32) {
         biggest = _mm512_max_ps(_mm512_and_ps(_mm512_loadu_ps(x + j), magnitude_mask), biggest);
+        biggest2 = _mm512_max_ps(_mm512_and_ps(_mm512_loadu_ps(x + j + 16), magnitude_mask), biggest2);
+    }
+    for (; j + 16 <= n; j += 16)
+        biggest = _mm512_max_ps(_mm512_and_ps(_mm512_loadu_ps(x + j), magnitude_mask), biggest);
+    biggest = _mm512_max_ps(biggest2, biggest);
     for (; j < n; j++) {
         const float a = fabsf(x[j]);
         tail_max = a > tail_max ? a : tail_max;

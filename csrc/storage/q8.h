@@ -5,7 +5,10 @@
  * maps and the code search are defined in src/fusedopt/_qmap.py, whose constants
  * csrc/generate.py writes into fusedopt_qmaps.h: a code reads back through the
  * map's 256 values; a value's code is float32 arithmetic (no search, so it
- * vectorises), the same operations as the NumPy twin.  A kernel decodes a block
+ * vectorises), the same operations as the NumPy twin.  The AVX2 and AVX-512
+ * coders (isa/isa.h) compute the same bits with register permutes of the
+ * tables at the end of fo_q8_map (a code's value as first + j * step, a value's
+ * decade from its binade).  A kernel decodes a block
  * into a float32 staging block, updates it, then encodes it with the block's new
  * absmax: one read and one write of every code and scale per step. */
 #define FO_STORAGE_q8_TYPE uint8_t

@@ -530,14 +530,17 @@ def test_8bit_codes_of_dense_values_equal_the_twin_on_every_path(simd):
 @pytest.mark.parametrize("simd", SIMD_PATHS)
 def test_8bit_every_code_reads_back_as_the_twin_on_every_path(simd):
     """State holding every code of both maps (in several orders, with absmax
-    scales from 0 to the largest float) steps as the twin steps: each path's
+    scales from 0 to the largest float, and non-finite or negative ones) steps as the twin steps: each path's
     decoder (AVX-512 computes the value from the code) reads the map's values."""
     use(2, simd)
     blocks = 24
     rng = np.random.default_rng(12)
     m_codes = np.concatenate([rng.permutation(256) for _ in range(blocks)]).astype(np.uint8)
     v_codes = np.concatenate([rng.permutation(256) for _ in range(blocks)]).astype(np.uint8)
-    scales = np.float32([0.0, 1.0, 3e38, 1e-38] + list(10.0 ** rng.uniform(-20, 5, blocks - 4)))
+    # absmax a kernel never writes but a loaded state dict may hold (non-finite,
+    # negative): the zero code reads as 0 * absmax on every path too
+    scales = np.float32([0.0, 1.0, 3e38, 1e-38, np.nan, np.inf, -1.0, -0.0]
+                        + list(10.0 ** rng.uniform(-20, 5, blocks - 8)))
     p = rng.standard_normal(256 * blocks).astype(np.float32)
     g = rng.standard_normal(256 * blocks).astype(np.float32)
     opt = fusedopt.Adam([p], lr=1e-3, state_dtype="8bit")

@@ -415,10 +415,13 @@ def test_persistent_gradients_follow_every_change_like_torch():
     (lambda p: setattr(p.grad, "data", p.grad.data.to(torch.float64)), TypeError, "float64"),
     (lambda p: setattr(p, "data", p.data.t()), ValueError, "not contiguous"),
     (lambda p: p.grad.resize_(3, 3), ValueError, "shape"),
+    (lambda p: setattr(p.grad, "data", torch._neg_view(p.grad.data)), ValueError, "negated"),
+    (lambda p: setattr(p, "data", torch._neg_view(p.data)), ValueError, "negative bit"),
 ])
 def test_changes_after_repeated_steps_are_still_refused(change, error, match):
-    """After steps that reuse their views, a gradient made non-contiguous, wider or
-    another shape in place, or a transposed parameter, is refused by name as at any step."""
+    """After steps that reuse their views, a gradient made non-contiguous, wider,
+    another shape or lazily negated in place, or a transposed or negated parameter,
+    is refused by name as at any step."""
     params = [torch.nn.Parameter(torch.randn(4, 4)) for _ in range(3)]
     opt = ft.Adam(params, lr=0.1)
     for p in params:
@@ -433,6 +436,30 @@ def test_changes_after_repeated_steps_are_still_refused(change, error, match):
         opt.step()
     assert "param_groups[0]['params'][1]" in str(info.value)
     assert memory() == before
+
+
+def test_a_failed_step_leaves_nothing_for_the_next_to_reuse():
+    """A step refused after it took in a parameter's new memory (its master copy
+    restarted from there) is not the `last step`: putting the old memory back
+    steps from it, as torch.optim does (float16 parameters with master weights)."""
+    results = []
+    for make in (ft.SGD, lambda params, **kw: torch.optim.SGD(params, foreach=False, **kw)):
+        p0 = torch.nn.Parameter(torch.full((4, 2), 1.0, dtype=torch.float16))
+        p1 = torch.nn.Parameter(torch.full((4, 2), 1.0, dtype=torch.float16))
+        opt = make([p0, p1], lr=0.125, momentum=0.5)
+        p0.grad, p1.grad = torch.ones(4, 2, dtype=torch.float16), torch.ones(4, 2, dtype=torch.float16)
+        for _ in range(3):
+            opt.step()
+        if make is ft.SGD:
+            kept, good = p0.data, p1.grad
+            p0.data = torch.full((4, 2), 100.0, dtype=torch.float16)
+            p1.grad = torch.ones(4, 2, dtype=torch.float16).to_sparse(2)
+            with pytest.raises(ValueError, match=r"param_groups\[0\]\['params'\]\[1\] is sparse"):
+                opt.step()
+            p0.data, p1.grad = kept, good
+        opt.step()
+        results.append(p0.detach().clone())
+    assert torch.equal(results[0], results[1]), results
 
 
 # -- bad input ------------------------------------------------------------------------------

@@ -31,14 +31,12 @@ static inline void fo_q8_load_block_avx512(const uint8_t *FO_RESTRICT codes, int
                                                                                         exponent_field)));
         __m512 value = _mm512_add_ps(_mm512_permutexvar_ps(row, first),
                                      _mm512_mul_ps(offset, _mm512_permutexvar_ps(row, step)));
-        if (q->is_signed) {   /* codes below 127 are the negated values; 127 is 0 */
+        if (q->is_signed) {   /* codes below 127 are the negated values; 127 is 0 (times absmax, as the table's) */
             value = _mm512_mask_xor_ps(value, _mm512_cmplt_epi32_mask(code, _mm512_set1_epi32(127)), value,
                                        _mm512_set1_ps(-0.0f));
-            value = _mm512_maskz_mul_ps(_mm512_test_epi32_mask(u, u), value, scale);
-        } else {
-            value = _mm512_mul_ps(value, scale);
+            value = _mm512_maskz_mov_ps(_mm512_test_epi32_mask(u, u), value);
         }
-        _mm512_storeu_ps(out + j, value);
+        _mm512_storeu_ps(out + j, _mm512_mul_ps(value, scale));
     }
     for (; j < n; j++) out[j] = q->value[codes[j]] * absmax;
 }

@@ -193,7 +193,7 @@ class _View:
         tensor at each step (zero_grad()'s default) costs one .numpy()."""
         same = self.grad_ref is not None and self.grad_ref() is grad
         if (same and grad.data_ptr() == self.grad_ptr and grad.dtype is self.grad_dtype
-                and grad.shape == self.grad_shape and grad.is_contiguous()):
+                and grad.shape == self.grad_shape and grad.is_contiguous() and not grad.is_neg()):
             if self.grad_array is not None:
                 return self.grad_array
             try:
@@ -222,9 +222,10 @@ _LastStep = collections.namedtuple(
 
 def _metadata(tensors):
     """What a view depends on, for many tensors at once (C-level loops): memory,
-    shapes, dtypes, and whether all are contiguous."""
+    shapes, dtypes, and whether all are contiguous and none lazily negated."""
     return (list(map(torch.Tensor.data_ptr, tensors)), list(map(_SHAPE, tensors)),
-            list(map(_DTYPE, tensors)), all(map(torch.Tensor.is_contiguous, tensors)))
+            list(map(_DTYPE, tensors)), all(map(torch.Tensor.is_contiguous, tensors)),
+            not any(map(torch.Tensor.is_neg, tensors)))
 
 
 _SHAPE = operator.attrgetter("shape")
@@ -336,7 +337,7 @@ class FusedOptimizer(torch.optim.Optimizer):
         if view is None or view.tensor is not p:
             return self._view(p, g, i)
         if (p.data_ptr() != view.ptr or p.dtype is not view.dtype or p.shape != view.shape
-                or not p.is_contiguous()):
+                or not p.is_contiguous() or p.is_neg()):   # p.data = torch._neg_view(p.data): refused
             return self._replaced(view, p, g, i)
         return view
 
@@ -403,6 +404,7 @@ class FusedOptimizer(torch.optim.Optimizer):
         repeated = self._repeated_step()
         if repeated is not None:
             return repeated
+        self._last_step = None   # recorded again below if this gathering completes
         grads, held, where = [], [], []
         views = self._views
         for g, (group, fused) in enumerate(zip(self.param_groups, fused_groups)):
@@ -413,7 +415,8 @@ class FusedOptimizer(torch.optim.Optimizer):
                     continue
                 view = views.get(id(p))
                 if (view is None or view.tensor is not p or p.data_ptr() != view.ptr
-                        or p.dtype is not view.dtype or p.shape != view.shape or not p.is_contiguous()):
+                        or p.dtype is not view.dtype or p.shape != view.shape or not p.is_contiguous()
+                        or p.is_neg()):
                     view = self._current_view(p, g, i)
                 arrays.append(view.array)
                 where.append((g, i))

@@ -341,14 +341,18 @@ class FusedOptimizer(torch.optim.Optimizer):
             return self._replaced(view, p, g, i)
         return view
 
-    def _fused_group(self, g, group, arrays):
-        """fusedopt's group for torch's group `g`: the arrays and the hyperparameters."""
+    def _check_group(self, g, group):
+        """ValueError where torch's group `g` asks what fusedopt.torch does not do."""
         for flag in _REFUSED_FLAGS:
             if group.get(flag):
                 raise ValueError(f"param_groups[{g}][{flag!r}]=True is not supported by fusedopt.torch")
         if self._decoupled is not None and bool(group.get("decoupled_weight_decay", False)) != self._decoupled:
             raise ValueError(f"param_groups[{g}]['decoupled_weight_decay'] differs from the "
                              f"optimizer's ({self._decoupled}); one optimizer runs one of Adam and AdamW")
+
+    def _fused_group(self, g, group, arrays):
+        """fusedopt's group for torch's group `g`: the arrays and the hyperparameters."""
+        self._check_group(g, group)
         fused = {name: _plain(group[name]) for name in self.hyper_names if name in group}
         fused["params"] = arrays
         return fused
@@ -392,12 +396,7 @@ class FusedOptimizer(torch.optim.Optimizer):
         fused_groups = self._fused.param_groups
         names = self.hyper_names
         for g, (group, fused) in enumerate(zip(self.param_groups, fused_groups)):
-            for flag in _REFUSED_FLAGS:
-                if group.get(flag):
-                    raise ValueError(f"param_groups[{g}][{flag!r}]=True is not supported by fusedopt.torch")
-            if self._decoupled is not None and bool(group.get("decoupled_weight_decay")) != self._decoupled:
-                raise ValueError(f"param_groups[{g}]['decoupled_weight_decay'] differs from the "
-                                 f"optimizer's ({self._decoupled})")
+            self._check_group(g, group)
             for name in names:
                 if name in group:
                     fused[name] = _plain(group[name])

@@ -215,6 +215,8 @@ class _View:
 
 
 _GRAD = operator.attrgetter("grad")
+_SHAPE = operator.attrgetter("shape")
+_DTYPE = operator.attrgetter("dtype")
 _DEREFERENCE = weakref.ref.__call__
 _LastStep = collections.namedtuple(
     "_LastStep", "counts params fused_params grad_refs grads where param_meta grad_meta")
@@ -226,10 +228,6 @@ def _metadata(tensors):
     return (list(map(torch.Tensor.data_ptr, tensors)), list(map(_SHAPE, tensors)),
             list(map(_DTYPE, tensors)), all(map(torch.Tensor.is_contiguous, tensors)),
             not any(map(torch.Tensor.is_neg, tensors)))
-
-
-_SHAPE = operator.attrgetter("shape")
-_DTYPE = operator.attrgetter("dtype")
 
 
 class FusedOptimizer(torch.optim.Optimizer):

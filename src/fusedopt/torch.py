@@ -192,8 +192,7 @@ class _View:
         the step holds the tensors it reads, FusedOptimizer._gather).  A new
         tensor at each step (zero_grad()'s default) costs one .numpy()."""
         same = self.grad_ref is not None and self.grad_ref() is grad
-        if (same and grad.data_ptr() == self.grad_ptr and grad.dtype is self.grad_dtype
-                and grad.shape == self.grad_shape and grad.is_contiguous() and not grad.is_neg()):
+        if same and _unchanged(grad, self.grad_ptr, self.grad_dtype, self.grad_shape):
             if self.grad_array is not None:
                 return self.grad_array
             try:
@@ -222,8 +221,16 @@ _LastStep = collections.namedtuple(
     "_LastStep", "counts params fused_params grad_refs grads where param_meta grad_meta")
 
 
+def _unchanged(t, ptr, dtype, shape):
+    """Whether tensor `t` still has the memory, dtype and shape a view of it was made
+    from, contiguous and not lazily negated (else the view would read other elements,
+    or read them unnegated)."""
+    return (t.data_ptr() == ptr and t.dtype is dtype and t.shape == shape and t.is_contiguous()
+            and not t.is_neg())
+
+
 def _metadata(tensors):
-    """What a view depends on, for many tensors at once (C-level loops): memory,
+    """What _unchanged compares, for many tensors at once (C-level loops): memory,
     shapes, dtypes, and whether all are contiguous and none lazily negated."""
     return (list(map(torch.Tensor.data_ptr, tensors)), list(map(_SHAPE, tensors)),
             list(map(_DTYPE, tensors)), all(map(torch.Tensor.is_contiguous, tensors)),
@@ -334,8 +341,7 @@ class FusedOptimizer(torch.optim.Optimizer):
         view = self._views.get(id(p))
         if view is None or view.tensor is not p:
             return self._view(p, g, i)
-        if (p.data_ptr() != view.ptr or p.dtype is not view.dtype or p.shape != view.shape
-                or not p.is_contiguous() or p.is_neg()):   # p.data = torch._neg_view(p.data): refused
+        if not _unchanged(p, view.ptr, view.dtype, view.shape):   # p.data = t
             return self._replaced(view, p, g, i)
         return view
 
@@ -411,9 +417,7 @@ class FusedOptimizer(torch.optim.Optimizer):
                 if grad is None:
                     continue
                 view = views.get(id(p))
-                if (view is None or view.tensor is not p or p.data_ptr() != view.ptr
-                        or p.dtype is not view.dtype or p.shape != view.shape or not p.is_contiguous()
-                        or p.is_neg()):
+                if view is None or view.tensor is not p or not _unchanged(p, view.ptr, view.dtype, view.shape):
                     view = self._current_view(p, g, i)
                 arrays.append(view.array)
                 where.append((g, i))
@@ -431,7 +435,6 @@ class FusedOptimizer(torch.optim.Optimizer):
         """Remember a step whose every parameter had a gradient already seen at the step
         before (views made once): the next step, if it finds the same tensors with the
         same memory, reuses the lists instead of checking parameter by parameter."""
-        self._last_step = None
         params = [p for group in self.param_groups for p in group["params"]]
         if len(held) != len(params):
             return

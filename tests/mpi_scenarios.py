@@ -13,6 +13,7 @@ every sum has one rounding whatever MPI's order, so the runs agree bit for bit;
 with three, MPI may add in another order: the project's trajectory tolerance
 (float32: 2 ulps of the scale per step; float64: 1e-12 relative).
 """
+import math
 import os
 import sys
 
@@ -406,7 +407,26 @@ def bad_input_raises_everywhere(folder=None):
         else:
             raise AssertionError("different hyperparameters did not raise")
         groups[0]["lr"] = 1e-2
+        before = [p.copy() for group in opt.param_groups for p in group["params"]]
+        for scale in (math.inf, math.nan, 0.0, -1.0, "2"):
+            try:
+                opt.step(grads, grad_scale=scale)
+            except (ValueError, TypeError) as exc:
+                assert "grad_scale" in str(exc), exc
+            else:
+                raise AssertionError(f"grad_scale={scale!r} did not raise")
+        after = [p for group in opt.param_groups for p in group["params"]]
+        assert all(np.array_equal(a, b) for a, b in zip(before, after)), "a refused grad_scale stepped"
         opt.step(grads)
+    # ZeRO: bad options refuse construction everywhere, naming the option
+    for option, value in (("grad_scale", math.inf), ("grad_scale", 0.0), ("max_grad_norm", math.nan),
+                          ("max_grad_norm", -1.0)):
+        try:
+            ZeroRedundancyOptimizer(arrays(SHAPES, np.float32, 0), fusedopt.Adam, **{option: value})
+        except ValueError as exc:
+            assert option in str(exc), exc
+        else:
+            raise AssertionError(f"{option}={value!r} did not raise")
     # ZeRO: parameters of another shape on one rank refuse construction everywhere
     shapes = list(SHAPES)
     if RANK == 0:

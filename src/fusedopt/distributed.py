@@ -37,6 +37,7 @@ import numpy as np
 
 from . import _core
 from ._memory import aligned_zeros
+from .functional import _real_arg
 from .optim._base import Optimizer
 
 __all__ = ["DistributedOptimizer", "ZeroRedundancyOptimizer", "partition"]
@@ -185,9 +186,7 @@ class DistributedOptimizer:
             grads = list(grads) if not isinstance(grads, (list, tuple)) else grads
             layout = self._current_layout()
             _check_grads(grads, layout)
-            scale = self.optimizer.grad_scale if grad_scale is None else grad_scale
-            if isinstance(scale, (bool, np.bool_)) or not isinstance(scale, numbers.Real) or not scale > 0:
-                raise ValueError(f"grad_scale must be a number > 0, got {scale!r}")
+            scale = _real_arg("grad_scale", self.optimizer.grad_scale if grad_scale is None else grad_scale)
             fingerprint = _fingerprint((layout, [g.dtype.str for g in grads], float(scale),
                                         _group_fingerprint(self.optimizer)))
         except Exception as exc:
@@ -355,9 +354,9 @@ class ZeroRedundancyOptimizer:
                 _core.check_array(p, f"params[{i}]", True)
             if len({id(p) for p in self._params}) != len(self._params):
                 raise ValueError("the same array appears twice in params")
-            if self.max_grad_norm is not None and not (isinstance(self.max_grad_norm, numbers.Real)
-                                                       and self.max_grad_norm > 0):
-                raise ValueError(f"max_grad_norm must be a number > 0 or None, got {self.max_grad_norm!r}")
+            if self.max_grad_norm is not None:
+                self.max_grad_norm = _real_arg("max_grad_norm", self.max_grad_norm)
+            self.grad_scale = _real_arg("grad_scale", self.grad_scale)
             sizes = [p.size for p in self._params]
             min_piece = max(1, defaults.get("min_8bit_size", 4096)) if defaults.get("state_dtype") == "8bit" else 1
             self.bounds = partition(sizes, self.world_size, optimizer_class.elementwise, min_piece)
@@ -450,9 +449,7 @@ class ZeroRedundancyOptimizer:
             _check_grads(grads, layout)
             if any(g.dtype != self.dtype for g in grads):
                 raise TypeError(f"ZeroRedundancyOptimizer's gradients must be {self.dtype}, as the parameters")
-            scale = self.grad_scale if grad_scale is None else grad_scale
-            if isinstance(scale, (bool, np.bool_)) or not isinstance(scale, numbers.Real) or not scale > 0:
-                raise ValueError(f"grad_scale must be a number > 0, got {scale!r}")
+            scale = _real_arg("grad_scale", self.grad_scale if grad_scale is None else grad_scale)
             fingerprint = _fingerprint((_group_fingerprint(self.optimizer), float(scale), self.max_grad_norm,
                                         bool(self.skip_nonfinite)))
         except Exception as exc:

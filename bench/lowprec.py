@@ -45,7 +45,6 @@ import gc
 import json
 import os
 import platform
-import shlex
 import sys
 import time
 from dataclasses import dataclass, field
@@ -70,11 +69,10 @@ except ImportError:  # a dependency of fusedopt; without it there are no bfloat1
 from harness import Variant, measure
 from implementations import ADAM_LR, ADAMW_WEIGHT_DECAY
 from report import format_seconds, markdown_table
-from run import _cpuinfo
-from stream import KERNEL_TRANSFERS, Stream
+from run import _cpuinfo, add_sampling_arguments, command_line, import_torch
+from stream import Stream
 from workloads import parse_workload, random_tensors
 
-DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 DEFAULT_N = 32_000_000
 DEFAULT_CACHE_N = 65_536
 DEFAULT_REPEATS = 9
@@ -104,14 +102,10 @@ def parse_args(argv=None):
     parser.add_argument("--n", type=float, help=f"elements of the memory-bound case (default {DEFAULT_N:.2g})")
     parser.add_argument("--cache-n", type=float, default=DEFAULT_CACHE_N,
                         help=f"elements of the cache-resident case, 1 thread (default {DEFAULT_CACHE_N}; 0 skips it)")
-    parser.add_argument("--threads", type=int, default=2, help="threads of the memory-bound case (default 2)")
-    parser.add_argument("--repeats", type=int, help=f"rounds of samples (default {DEFAULT_REPEATS})")
-    parser.add_argument("--min-time", type=float, help=f"target seconds per sample (default {DEFAULT_MIN_TIME})")
-    parser.add_argument("--min-calls", type=int, help="fewest calls per sample of short calls (default 3)")
+    add_sampling_arguments(parser, repeats=None, min_time=None, min_calls=None)
     parser.add_argument("--no-peers", action="store_true", help="leave bitsandbytes and torchao out")
     parser.add_argument("--no-compile", action="store_true",
                         help="leave out torchao's default torch.compile'd step (its eager step still runs)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output directory (default bench/results/)")
     parser.add_argument("--no-save", action="store_true", help="print only, write no files")
     args = parser.parse_args(argv)
     defaults = dict(n=DEFAULT_N, repeats=DEFAULT_REPEATS, min_time=DEFAULT_MIN_TIME, min_calls=3)
@@ -127,14 +121,6 @@ def parse_args(argv=None):
 
 
 # -- peers ------------------------------------------------------------------------------------
-
-def import_torch():
-    try:
-        import torch
-    except ImportError as error:
-        return None, f"torch not importable ({error})"
-    return torch, None
-
 
 def import_peer(name):
     """The module, or None and the reason (any exception: a broken install must not end the run)."""
@@ -479,7 +465,7 @@ def report(args, machine, records, stream_records, roof, cache_records, skipped)
 
 def main(argv=None):
     args = parse_args(argv)
-    command = shlex.join([sys.executable, *(sys.argv if argv is None else [__file__, *argv])])
+    command = command_line(argv, __file__)
     started = time.perf_counter()
 
     def progress(text):

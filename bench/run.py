@@ -98,15 +98,33 @@ def parse_args(argv=None):
 
 # -- the run's environment ----------------------------------------------------------------
 
-def import_torch(disabled):
-    """torch, or None when disabled or not importable."""
+def import_torch(disabled=False):
+    """(torch, None), or (None, why not) when disabled or not importable."""
     if disabled:
-        return None
+        return None, "left out"
     try:
         import torch
-    except ImportError:
-        return None
-    return torch
+    except ImportError as error:
+        return None, f"torch not importable ({error})"
+    return torch, None
+
+
+def add_sampling_arguments(parser, threads=2, repeats=7, min_time=0.05, min_calls=3):
+    """--threads (one count), --repeats, --min-time, --min-calls and --out, as the benches
+    that run at one thread count take them (a default of None: the caller fills it in)."""
+    def text(what, default):
+        return what if default is None else f"{what} (default {default})"
+    parser.add_argument("--threads", type=int, default=threads, help=text("threads", threads))
+    parser.add_argument("--repeats", type=int, default=repeats, help=text("rounds of samples", repeats))
+    parser.add_argument("--min-time", type=float, default=min_time, help=text("target seconds per sample", min_time))
+    parser.add_argument("--min-calls", type=int, default=min_calls,
+                        help=text("fewest calls per sample of short calls", min_calls))
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output directory (default bench/results/)")
+
+
+def command_line(argv, script):
+    """The command line a bench's report quotes: how it was started, or `script` with `argv`."""
+    return shlex.join([sys.executable, *(sys.argv if argv is None else [script, *argv])])
 
 
 def thread_setter(torch):
@@ -466,8 +484,8 @@ def run_scaling(args, set_threads, command):
 
 def main(argv=None):
     args = parse_args(argv)
-    command = shlex.join([sys.executable, *(sys.argv if argv is None else [__file__, *argv])])
-    torch = import_torch(args.no_torch or args.threshold or args.scaling)
+    command = command_line(argv, __file__)
+    torch, _ = import_torch(args.no_torch or args.threshold or args.scaling)
     set_threads = thread_setter(torch)
     original_threads = fusedopt.get_num_threads()
     try:

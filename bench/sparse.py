@@ -38,11 +38,8 @@ Printed as markdown and written to ``--out`` (bench/results/sparse-<date>-<time>
 import argparse
 import datetime
 import os
-import shlex
 import sys
-import time
 from functools import partial
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -56,10 +53,10 @@ except ImportError as error:  # not installed: run from the source tree with the
 from fusedopt.slow import sparse as twin
 from harness import Variant, measure
 from report import format_seconds, markdown_table, stream_table
-from run import Progress, describe_machine, measure_stream, thread_setter, write_json
+from run import (Progress, add_sampling_arguments, command_line, describe_machine, measure_stream,
+                 thread_setter, write_json)
 from stream import KERNEL_TRANSFERS
 
-DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 ZIPF_EXPONENT = 1.1
 BATCHES = 8
 #: float32 bytes per element of a distinct row: merged gradient read + (param, state) read and written
@@ -152,11 +149,7 @@ def parse_args(argv):
     parser.add_argument("--lookups", nargs="+", type=int, default=[4096])
     parser.add_argument("--algorithms", nargs="+", default=["SparseAdam", "Adagrad", "SGD"],
                         choices=["SparseAdam", "Adagrad", "SGD"])
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--min-time", type=float, default=0.05)
-    parser.add_argument("--min-calls", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    add_sampling_arguments(parser)
     args = parser.parse_args(argv)
     args.threads = [args.threads]
     return args
@@ -164,7 +157,7 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv)
-    command = shlex.join([sys.executable, *(sys.argv if argv is None else [__file__, *argv])])
+    command = command_line(argv, __file__)
     try:
         import torch
     except ImportError:

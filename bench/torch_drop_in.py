@@ -29,9 +29,7 @@ at 3.2e7.  Printed as markdown and written to ``--out``
 import argparse
 import datetime
 import os
-import shlex
 import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -50,11 +48,11 @@ except ImportError as error:
 
 from harness import Variant, measure
 from report import format_seconds, markdown_table, stream_table
-from run import Progress, describe_machine, measure_stream, thread_setter, write_json
+from run import (Progress, add_sampling_arguments, command_line, describe_machine, measure_stream,
+                 thread_setter, write_json)
 from stream import KERNEL_TRANSFERS
 from workloads import parse_workload
 
-DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 LR, WEIGHT_DECAY = 1e-3, 1e-2
 #: bytes per element an ideal one-pass step moves, by state storage (8-bit: codes + absmax per 256)
 BYTES = {"float32": 28.0, "bfloat16": 20.0, "8bit": 16.0 + 2 * 2 * 4 / 256}
@@ -109,11 +107,7 @@ def variants_for(params, set_threads, threads):
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workloads", nargs="+", default=["resnet18", "mlp200", "3.2e7"])
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--min-time", type=float, default=0.05)
-    parser.add_argument("--min-calls", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    add_sampling_arguments(parser)
     args = parser.parse_args(argv)
     args.threads = [args.threads]
     return args
@@ -121,7 +115,7 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv)
-    command = shlex.join([sys.executable, *(sys.argv if argv is None else [__file__, *argv])])
+    command = command_line(argv, __file__)
     machine = describe_machine(torch, command)
     set_threads = thread_setter(torch)
     workloads = [parse_workload(name) for name in args.workloads]

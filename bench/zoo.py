@@ -53,12 +53,10 @@ import datetime
 import gc
 import math
 import os
-import shlex
 import sys
 import time
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
@@ -71,11 +69,11 @@ except ImportError as error:  # not installed: run from the source tree with the
 
 from harness import Variant, measure, timer_overhead
 from report import BIG, format_seconds, markdown_table, stream_table
-from run import Progress, describe_machine, measure_stream, problem_arrays, thread_setter, write_json
+from run import (Progress, add_sampling_arguments, command_line, describe_machine, import_torch,
+                 measure_stream, problem_arrays, thread_setter, write_json)
 from stream import KERNEL_TRANSFERS
 from workloads import parse_workload
 
-DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 DEFAULT_SIZES = ["1e3", "1e5", "1e6", "3.2e7", "resnet18"]
 DEFAULT_REPEATS = 7
 QUICK = dict(repeats=3, min_time=0.005, min_calls=1, sizes=["1e3", "1e5", "1e6", "resnet18"])
@@ -176,11 +174,7 @@ def parse_args(argv=None):
     parser.add_argument("--sizes", nargs="+", metavar="SIZE",
                         help=f"workloads (default {' '.join(DEFAULT_SIZES)}): element counts such as 2e6, "
                              "resnet18, mlp200")
-    parser.add_argument("--threads", type=int, default=2, help="threads of fusedopt, torch and STREAM (default 2)")
-    parser.add_argument("--repeats", type=int, help=f"rounds of samples (default {DEFAULT_REPEATS})")
-    parser.add_argument("--min-time", type=float, help="target seconds per sample (default 0.02)")
-    parser.add_argument("--min-calls", type=int, help="fewest calls per sample of short calls (default 3)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output directory (default bench/results/)")
+    add_sampling_arguments(parser, repeats=None, min_time=None, min_calls=None)
     parser.add_argument("--no-save", action="store_true", help="print only, write no files")
     args = parser.parse_args(argv)
     defaults = dict(repeats=DEFAULT_REPEATS, min_time=0.02, min_calls=3, sizes=DEFAULT_SIZES)
@@ -206,14 +200,6 @@ def parse_args(argv=None):
 
 
 # -- the torch peer ---------------------------------------------------------------------------
-
-def import_torch():
-    try:
-        import torch
-    except ImportError as error:
-        return None, f"torch not importable ({error})"
-    return torch, None
-
 
 def torch_path(torch, optimizer):
     """("fused", "foreach" or "single", why not fused): fused where torch's CPU optimizer
@@ -409,7 +395,7 @@ def report(args, machine, peers, stream_records, roof, records, targets, notes):
 
 def main(argv=None):
     args = parse_args(argv)
-    command = shlex.join([sys.executable, *(sys.argv if argv is None else [__file__, *argv])])
+    command = command_line(argv, __file__)
     started = time.perf_counter()
     torch, torch_reason = import_torch()
     notes = [torch_reason] if torch_reason else []

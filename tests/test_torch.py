@@ -754,6 +754,41 @@ def test_gradient_views_follow_the_gradient_and_hold_no_memory():
     assert dropped() is None
 
 
+_FREED_UNDER_THE_STEP = """
+import gc, sys, torch, fusedopt.torch as ft
+path = sys.argv[1]
+p = torch.nn.Parameter(torch.zeros(1 << 24))   # 64 MB: above glibc's mmap threshold, unmapped when freed
+opt = ft.SGD([p], lr=1.0)
+g = torch.ones(1 << 24)
+for _ in range({"fresh": 1, "second": 1, "repeated": 3}[path]):
+    p.grad = g.clone() if path == "fresh" else g
+    opt.step()
+p.grad = torch.ones(1 << 24) if path == "fresh" else g
+real = opt.fused.step
+def step(grads, **kwargs):   # what another thread may do between the checks and the kernel
+    p.grad.set_(torch.zeros(0))
+    gc.collect()
+    return real(grads, **kwargs)
+opt.fused.step = step
+opt.step()
+steps = {"fresh": 2, "second": 2, "repeated": 4}[path]
+assert bool((p.detach() == -steps).all()), p
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("path", ["fresh", "second", "repeated"])
+def test_gradient_given_other_memory_during_the_step_is_read_safely(path):
+    """A gradient tensor given other memory (set_, as another thread may do while the
+    step runs) after its view was checked: the step still reads the memory it checked
+    (the view holds it, or the step holds its storage), never freed memory.  fresh: a
+    new gradient tensor; second: one seen at the step before; repeated: the shortcut of
+    a step that finds everything as it was."""
+    out = subprocess.run([sys.executable, "-c", _FREED_UNDER_THE_STEP, path], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", (out.returncode, out.stderr[-2000:])
+
+
 def test_threads_editing_groups_never_mix_gradients():
     """Two threads step while a third swaps the group's parameter: each parameter only
     ever steps with its own gradient (the groups are read under the optimizer's lock)."""

@@ -182,25 +182,33 @@ class _View:
         self.grad_ref = None
         self.grad_array = None
 
-    def grad_view(self, grad):
+    def grad_view(self, grad, memory):
         """`grad` as an ndarray, or None where .numpy() cannot make one (bfloat16, sparse,
         another device, requires_grad: the caller checks and names those).
 
         A gradient tensor seen at two steps in a row (CPU offload keeps its
         gradients in the same buffers; zero_grad(set_to_none=False)) gets a view
-        made once, which does not keep it alive (a gradient set to None is freed;
-        the step holds the tensors it reads, FusedOptimizer._gather).  A new
-        tensor at each step (zero_grad()'s default) costs one .numpy()."""
-        same = self.grad_ref is not None and self.grad_ref() is grad
-        if same and _unchanged(grad, self.grad_ptr, self.grad_dtype, self.grad_shape):
-            if self.grad_array is not None:
-                return self.grad_array
+        made once, which does not keep it alive (a gradient set to None is freed).
+        Such a view is returned with its tensor's storage appended to `memory`,
+        taken before the view is checked: held through the step, it keeps the
+        memory the view reads allocated even if another thread gives the tensor
+        other memory (set_, .data =) meanwhile.  A new tensor at each step
+        (zero_grad()'s default) costs one .numpy(), whose array holds the storage
+        itself (through an alias of the tensor)."""
+        if self.grad_ref is not None and self.grad_ref() is grad:
             try:
-                array = grad.numpy()
-            except (RuntimeError, TypeError):
+                storage = grad.untyped_storage()
+            except (RuntimeError, NotImplementedError, TypeError):
                 return None
-            self.grad_array = np.asarray(_Memory(array))
-            return self.grad_array
+            if _unchanged(grad, self.grad_ptr, self.grad_dtype, self.grad_shape):
+                if self.grad_array is None:
+                    try:
+                        array = grad.numpy()
+                    except (RuntimeError, TypeError):
+                        return None
+                    self.grad_array = np.asarray(_Memory(array))
+                memory.append(storage)
+                return self.grad_array
         try:
             array = grad.numpy()
         except (RuntimeError, TypeError):
@@ -373,9 +381,9 @@ class FusedOptimizer(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         with self._locked():
-            grads, held, names = self._gather()
+            grads, held, names, memory = self._gather()
             try:
-                self._fused.step(grads)   # `held`: the gradient tensors, alive until the step ends
+                self._fused.step(grads)   # `memory`: what views made once read, allocated until the step ends
             except (TypeError, ValueError) as exc:
                 self._check_grads()   # the error again, naming the parameter, where it is a gradient's
                 raise _renamed(exc, names) from None
@@ -394,8 +402,9 @@ class FusedOptimizer(torch.optim.Optimizer):
 
     def _gather(self):
         """Bring fusedopt's groups up to date with torch's (hyperparameters, which
-        parameters have gradients, replaced parameter memory); the gradients' views
-        and the gradient tensors they view."""
+        parameters have gradients, replaced parameter memory); the gradients' views,
+        the gradient tensors they view, their positions, and the storages that keep
+        views made once readable (_View.grad_view)."""
         self._match_group_count()
         fused_groups = self._fused.param_groups
         names = self.hyper_names
@@ -408,7 +417,7 @@ class FusedOptimizer(torch.optim.Optimizer):
         if repeated is not None:
             return repeated
         self._last_step = None   # recorded again below if this gathering completes
-        grads, held, where = [], [], []
+        grads, held, where, memory = [], [], [], []
         views = self._views
         for g, (group, fused) in enumerate(zip(self.param_groups, fused_groups)):
             arrays = []
@@ -422,14 +431,14 @@ class FusedOptimizer(torch.optim.Optimizer):
                 arrays.append(view.array)
                 where.append((g, i))
                 held.append(grad)
-                array = view.grad_view(grad)
+                array = view.grad_view(grad, memory)
                 # None: not a plain CPU tensor; checked, named, or taken as row-sparse here
                 grads.append(self._grad_view(grad, p, g, i) if array is None else array)
             current = fused["params"]
             if len(current) != len(arrays) or any(a is not b for a, b in zip(current, arrays)):
                 fused["params"] = arrays
         self._record_step(held, grads, where)
-        return grads, held, where
+        return grads, held, where, memory
 
     def _record_step(self, held, grads, where):
         """Remember a step whose every parameter had a gradient already seen at the step
@@ -448,8 +457,9 @@ class FusedOptimizer(torch.optim.Optimizer):
             param_meta=_metadata(params), grad_meta=_metadata(held))
 
     def _repeated_step(self):
-        """The last step's (grads, held, where) where the parameters, their gradient
-        tensors and the memory, shapes, dtypes and layout of both are as they were; else None."""
+        """The last step's (grads, held, where) and the gradients' storages where the
+        parameters, their gradient tensors and the memory, shapes, dtypes and layout of
+        both are as they were; else None."""
         last = self._last_step
         if last is None or [len(group["params"]) for group in self.param_groups] != last.counts:
             return None
@@ -463,9 +473,10 @@ class FusedOptimizer(torch.optim.Optimizer):
         if (not all(map(operator.is_, held, map(_DEREFERENCE, last.grad_refs)))
                 or any(map(operator.is_, held, itertools.repeat(None)))):
             return None
+        memory = list(map(torch.Tensor.untyped_storage, held))   # before the check (_View.grad_view)
         if _metadata(params) != last.param_meta or _metadata(held) != last.grad_meta:
             return None
-        return last.grads, held, last.where
+        return last.grads, held, last.where, memory
 
     def _match_group_count(self):
         fused_groups = self._fused.param_groups

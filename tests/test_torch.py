@@ -464,11 +464,19 @@ def test_a_failed_step_leaves_nothing_for_the_next_to_reuse():
 
 # -- bad input ------------------------------------------------------------------------------
 
+def _shrunk(t, nbytes):
+    """t with its storage shrunk under it (as FSDP frees parameters)."""
+    t.untyped_storage().resize_(nbytes)
+    return t
+
+
 @pytest.mark.parametrize("make, error, match", [
     (lambda: torch.nn.Parameter(torch.zeros(4, 4).t()), ValueError, "not contiguous"),
     (lambda: torch.nn.Parameter(torch.zeros(4, dtype=torch.complex64)), TypeError, "complex64"),
     (lambda: torch.nn.Parameter(torch.zeros(4, device="meta")), ValueError, "is on meta"),
     (lambda: torch.nn.Parameter(torch.zeros(4, dtype=torch.float64).to_sparse()), TypeError, "sparse"),
+    (lambda: torch.nn.Parameter(_shrunk(torch.zeros(1000), 64)), ValueError, "past the end of its storage"),
+    (lambda: torch.nn.Parameter(_shrunk(torch.zeros(1000), 0)), ValueError, "past the end of its storage"),
 ])
 def test_bad_parameters_are_named(make, error, match):
     good = torch.nn.Parameter(torch.zeros(3))
@@ -485,6 +493,8 @@ def test_bad_parameters_are_named(make, error, match):
     (lambda p: torch.zeros(p.shape[::-1]).t(), ValueError, "not contiguous"),
     (lambda p: torch.zeros(p.shape, dtype=torch.float64), TypeError, "float64"),
     (lambda p: torch.zeros(p.shape, dtype=torch.complex64), TypeError, "complex64"),
+    (lambda p: _shrunk(torch.zeros(p.shape), 16), ValueError, "past the end of its storage"),
+    (lambda p: _shrunk(torch.zeros(p.shape), 0), ValueError, "past the end of its storage"),
 ])
 def test_bad_gradients_are_named_and_change_nothing(make, error, match):
     params = [torch.nn.Parameter(torch.randn(3, 4)), torch.nn.Parameter(torch.randn(3, 4))]

@@ -151,6 +151,16 @@ def _check_tensor(t, what, grad=False):
     if not t.is_contiguous():
         raise ValueError(f"{what} is not contiguous; fusedopt.torch updates tensors in place "
                          f"and will not step a copy (make it contiguous before building the optimizer)")
+    if not _within_storage(t):
+        raise ValueError(f"{what} reaches past the end of its storage ({t.untyped_storage().nbytes()} "
+                         f"bytes; storage.resize_() shrank it, as FSDP frees parameters)")
+
+
+def _within_storage(t):
+    """Whether contiguous tensor t's elements lie inside its storage: a storage can be
+    shrunk under its tensors (untyped_storage().resize_()), and torch's .numpy() does
+    not check (with no bytes left it even returns a new, unrelated array)."""
+    return (t.storage_offset() + t.numel()) * t.element_size() <= t.untyped_storage().nbytes()
 
 
 class _Memory:
@@ -210,8 +220,10 @@ class _View:
                 memory.append(storage)
                 return self.grad_array
         try:
-            array = grad.numpy()
+            array = grad.numpy()   # its storage can no longer be resized: checked once here
         except (RuntimeError, TypeError):
+            return None
+        if not _within_storage(grad):
             return None
         self.grad_ref = weakref.ref(grad)
         self.grad_ptr = grad.data_ptr()
@@ -509,6 +521,8 @@ class FusedOptimizer(torch.optim.Optimizer):
             _check_tensor(values, what + " (its values)", grad=True)
             if not indices.is_cpu:
                 raise ValueError(f"{what} has its indices on {indices.device}")
+            if not _within_storage(indices):
+                raise ValueError(f"{what} has indices that reach past the end of their storage")
             return RowSparseGrad(indices[0].numpy(), _numpy_view(values))
         _check_tensor(grad, what, grad=True)
         if grad.is_neg():

@@ -1,10 +1,13 @@
 """Crash-safe checkpoints: atomic save, strict load, no pickle."""
+import io
+import json
 import os
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+import zipfile
 
 import numpy as np
 import pytest
@@ -65,6 +68,66 @@ def test_load_rejects_mismatches_before_changing_anything(tmp_path):
     np.savez(tmp_path / "plain.npz", a=np.zeros(3))
     with pytest.raises(ValueError, match="not a fusedopt checkpoint"):
         fusedopt.load(other, tmp_path / "plain.npz")
+
+
+def _rewritten(source, target, change, compression=zipfile.ZIP_STORED):
+    """A copy of checkpoint `source` at `target` with change(members) applied to its
+    {name: bytes} before it is written."""
+    with zipfile.ZipFile(source) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    change(members)
+    with zipfile.ZipFile(target, "w", compression=compression) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return target
+
+
+def _npy(array):
+    out = io.BytesIO()
+    np.save(out, array)
+    return out.getvalue()
+
+
+def _with_meta(edit):
+    def change(members):
+        meta = json.loads(np.load(io.BytesIO(members["fusedopt_meta.json.npy"])).tobytes())
+        edit(meta)
+        members["fusedopt_meta.json.npy"] = _npy(np.frombuffer(json.dumps(meta).encode(), np.uint8))
+    return change
+
+
+def _huge_header(members):
+    name = next(n for n in members if n.startswith("state/"))
+    members[name] = _npy(np.zeros(1, np.uint8)).replace(b"(1,)", b"(99999999999,)")
+
+
+def _corrupt_deflate(path):
+    data = bytearray(path.read_bytes())
+    data[60:80] = bytes(20)   # inside the first member's compressed stream
+    path.write_bytes(bytes(data))
+
+
+def test_corrupt_files_raise_valueerror_before_changing_anything(tmp_path):
+    """A corrupt checkpoint raises ValueError (never another error, never an attempt to
+    allocate what a header claims), and the optimizer is untouched."""
+    opt, _ = trained()
+    good = tmp_path / "c.npz"
+    fusedopt.save(opt, good)
+    fresh, params = trained(steps=0)
+    before = [p.copy() for p in params]
+    cases = {
+        "declares more than it holds": (_rewritten(good, tmp_path / "huge.npz", _huge_header), "declares shape"),
+        "betas not a pair": (_rewritten(good, tmp_path / "betas.npz", _with_meta(
+            lambda meta: meta["param_groups"][0].update(betas=0.9))), "not a pair"),
+    }
+    deflated = _rewritten(good, tmp_path / "deflate.npz", lambda members: None, zipfile.ZIP_DEFLATED)
+    _corrupt_deflate(deflated)
+    cases["corrupt compressed member"] = (deflated, "not a readable")
+    for what, (path, match) in cases.items():
+        with pytest.raises(ValueError, match=match):
+            fusedopt.load(fresh, path)
+        assert fresh.step_count == 0, what
+        assert all(np.array_equal(p, b) for p, b in zip(params, before)), what
 
 
 SAVER = textwrap.dedent("""

@@ -8,8 +8,10 @@ either the old checkpoint or the new one, never a torn file.
 """
 import json
 import os
+import math
 import tempfile
 import zipfile
+import zlib
 
 import ml_dtypes
 import numpy as np
@@ -109,6 +111,21 @@ def load(optimizer, path):
     optimizer.load_state_dict(read(optimizer, path))
 
 
+def _check_member_sizes(archive):
+    """ValueError unless each .npy member holds the bytes its header declares: a corrupt
+    header must not make np.load allocate an array the file does not hold."""
+    for info in archive.infolist():
+        with archive.open(info) as member:
+            version = np.lib.format.read_magic(member)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, _, dtype = read_header(member)
+            needed = member.tell() + math.prod(shape) * dtype.itemsize
+        if needed > info.file_size:
+            raise ValueError(f"member {info.filename!r} declares shape {shape} of {dtype} "
+                             f"({needed} bytes), but holds {info.file_size}")
+
+
 def read(optimizer, path):
     """The state dict a checkpoint holds, checked against `optimizer`'s groups (not loaded)."""
     path = os.fspath(path)
@@ -117,14 +134,16 @@ def read(optimizer, path):
         if not isinstance(loaded, np.lib.npyio.NpzFile):   # a plain .npy file
             raise ValueError("it holds one array, not an .npz archive")
         with loaded as npz:
+            _check_member_sizes(npz.zip)
             files = npz.files
             meta = json.loads(npz[_META].tobytes().decode()) if _META in files else None
             arrays = {name: npz[name] for name in files if name != _META}
     except FileNotFoundError:
         raise
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError, AttributeError, UnicodeDecodeError,
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, AttributeError, UnicodeDecodeError,
             RecursionError) as exc:
-        # ValueError: numpy took it for a pickle, or bad JSON; RecursionError: absurdly nested JSON
+        # ValueError: numpy took it for a pickle, or bad JSON; zlib.error: a corrupt compressed
+        # member; RecursionError: absurdly nested JSON
         raise ValueError(f"{path} is not a readable fusedopt checkpoint: {exc}") from None
     if meta is None:
         raise ValueError(f"{path} is not a fusedopt checkpoint (no {_META})")
@@ -141,6 +160,8 @@ def read(optimizer, path):
             raise ValueError(f"{path}: param_groups[{g}] has hyperparameters {sorted(saved)}, "
                              f"the optimizer has {sorted(group)}")
         if "betas" in saved:
+            if not isinstance(saved["betas"], list):
+                raise ValueError(f"{path}: param_groups[{g}]['betas'] is {saved['betas']!r}, not a pair")
             saved["betas"] = tuple(saved["betas"])
     state = {}
     saved_state = meta.pop("state", None)

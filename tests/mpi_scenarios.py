@@ -226,6 +226,53 @@ def zero_clipping_and_nonfinite(folder=None):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
 
 
+def options_set_later(folder=None):
+    """Gradient safety options set after construction are checked when set and used by
+    the next step: on DistributedOptimizer (they are the wrapped optimizer's) and on
+    ZeRO; norms whose squares overflow float64 still clip; masked gradients are refused."""
+    dtype = np.float64
+    init = arrays(SHAPES, dtype, 0)
+    dp = DistributedOptimizer(fusedopt.SGD([a.copy() for a in init], lr=1.0))
+    zero = ZeroRedundancyOptimizer([a.copy() for a in init], fusedopt.SGD, lr=1.0)
+    ref = fusedopt.SGD([a.copy() for a in init], lr=1.0, max_grad_norm=1.0, skip_nonfinite=True)
+    for opt in (dp, zero):
+        opt.max_grad_norm = 1.0
+        opt.skip_nonfinite = True
+        for name, value, error in (("max_grad_norm", math.nan, ValueError), ("max_grad_norm", 0.0, ValueError),
+                                   ("grad_scale", math.nan, ValueError), ("grad_scale", 1e-40, ValueError),
+                                   ("grad_scale", "1.0", TypeError), ("skip_nonfinite", 1, TypeError)):
+            try:
+                setattr(opt, name, value)
+            except error as exc:
+                assert name in str(exc), exc
+            else:
+                raise AssertionError(f"{type(opt).__name__}.{name} = {value!r} was accepted")
+        assert opt.max_grad_norm == 1.0 and opt.skip_nonfinite is True and opt.grad_scale == 1.0
+    assert dp.optimizer.max_grad_norm == 1.0   # set on the optimizer that steps
+    # finite gradients of 1e200: their squares overflow, the norm does not
+    per_rank = [[np.asarray(g * 1e200) for g in grads] for grads in gradients(SHAPES, dtype, 0)]
+    assert ref.step(summed(per_rank), grad_scale=N)
+    for opt in (dp, zero):
+        assert opt.step(per_rank[RANK])
+        params = [p for group in opt.param_groups for p in group["params"]] if opt is dp else opt._params
+        for a, b in zip(params, (p for group in ref.param_groups for p in group["params"])):
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+        assert abs(opt.last_grad_norm - ref.last_grad_norm) <= 1e-12 * ref.last_grad_norm
+    # a NaN now skips the step on every rank
+    per_rank = gradients(SHAPES, dtype, 1)
+    per_rank[0][0][0, 0] = math.nan
+    for opt in (dp, zero):
+        assert opt.step(per_rank[RANK]) is False
+    # masked gradients: refused (the kernels would ignore the mask), on every rank
+    masked = [np.ma.masked_array(g, mask=True) if i == 0 else g for i, g in enumerate(per_rank[RANK])]
+    try:
+        zero.step(masked)
+    except (TypeError, RuntimeError) as exc:
+        assert "masked" in str(exc) or "rank" in str(exc), exc
+    else:
+        raise AssertionError("a masked gradient was stepped")
+
+
 def zero_checkpoints(folder):
     """Per-rank checkpoints resume bitwise (same world size); the consolidated state dict
     resumes a single-process optimizer bitwise, and a ZeRO optimizer on fewer ranks."""
@@ -456,6 +503,7 @@ def plateau_and_partition(folder=None):
 
 
 SCENARIOS = {f.__name__: f for f in (data_parallel, zero_matches_single_process, zero_state_is_sharded,
+                                     options_set_later,
                                      zero_clipping_and_nonfinite, zero_checkpoints, save_then_die,
                                      load_after_death, bad_input_raises_everywhere, plateau_and_partition,
                                      one_rank_goes_wrong)}

@@ -35,7 +35,7 @@ def run(scenario, n, folder, expect_ok=True):
 
 @pytest.mark.parametrize("n", [2, 3])
 @pytest.mark.parametrize("scenario", ["data_parallel", "zero_matches_single_process", "zero_state_is_sharded",
-                                      "zero_clipping_and_nonfinite", "zero_checkpoints",
+                                      "zero_clipping_and_nonfinite", "options_set_later", "zero_checkpoints",
                                       "bad_input_raises_everywhere", "plateau_and_partition",
                                       "one_rank_goes_wrong"])
 def test_scenario(scenario, n, tmp_path):

@@ -529,6 +529,39 @@ def test_2b_schedule_that_mutates_lists_during_the_step(mutation):
     assert_child_ok(*run_child(code, timeout=60))
 
 
+def test_2d_a_thread_stepping_in_a_loop_does_not_starve_state_dict():
+    """state_dict() from a second thread while the first steps in a loop gets in after
+    a step, not after the loop: the step lock lets a waiter in before the stepping thread
+    takes it again.  The loop runs until state_dict() returns or 60 s pass."""
+    code = """
+    import threading, time, numpy as np, fusedopt
+    params = [np.zeros(1 << 16, np.float32) for _ in range(3)]
+    grads = [np.ones_like(p) for p in params]
+    opt = fusedopt.Adam(params, lr=1e-3)
+    got = threading.Event()
+    steps = [0]
+
+    def train():
+        deadline = time.monotonic() + 60.0
+        while not got.is_set() and time.monotonic() < deadline:
+            opt.step(grads)
+            steps[0] += 1
+
+    thread = threading.Thread(target=train)
+    thread.start()
+    while steps[0] < 10:
+        time.sleep(0.001)
+    state = opt.state_dict()
+    starved = not thread.is_alive()   # the loop ended before state_dict() got the lock
+    got.set()
+    thread.join()
+    assert not starved, "state_dict() waited for the whole stepping loop"
+    assert state["step_count"] == state["state"][0]["step"] > 0
+    print("OK")
+    """
+    assert_child_ok(*run_child(code, timeout=120))
+
+
 def test_2c_state_dict_load_and_save_from_another_thread_are_never_torn(tmp_path):
     """state_dict(), load_state_dict(sd) and fusedopt.save() called from a second thread
     while the first steps: each waits for the step or raises RuntimeError, and never sees

@@ -683,6 +683,12 @@ def test_load_state_dict_checks_before_changing_anything():
     eight = ft.Adam(model.parameters(), state_dtype="8bit")
     with pytest.raises(ValueError, match="state_dtype"):
         eight.load_state_dict(good)
+    for step, error in ((None, TypeError), ("3", TypeError), (torch.tensor([1.0, 2.0]), ValueError)):
+        bad = copy.deepcopy(good)
+        bad["state"][1]["step"] = step
+        with pytest.raises(error, match=r"\['step'\]"):
+            opt.load_state_dict(bad)
+        assert float(opt.state_dict()["state"][1]["step"]) == 1.0
 
 
 def test_deepcopy_goes_on_identically():

@@ -37,8 +37,7 @@ import numpy as np
 
 from . import _core
 from ._memory import aligned_zeros
-from .functional import _real_arg
-from .optim._base import Optimizer
+from .optim._base import GradientSafety, Optimizer, _grad_scale
 
 __all__ = ["DistributedOptimizer", "ZeroRedundancyOptimizer", "partition"]
 
@@ -108,8 +107,8 @@ def _check_grads(grads, shapes_dtypes, what="grads"):
     if len(grads) != len(shapes_dtypes):
         raise ValueError(f"{what} has {len(grads)} arrays, the optimizer has {len(shapes_dtypes)} parameters")
     for i, (g, (shape, dtype)) in enumerate(zip(grads, shapes_dtypes)):
-        if not isinstance(g, np.ndarray):
-            raise TypeError(f"{what}[{i}] must be an ndarray (dense), got {type(g).__name__}")
+        if not isinstance(g, np.ndarray) or isinstance(g, np.ma.MaskedArray):
+            raise TypeError(f"{what}[{i}] must be an ndarray (dense, not masked), got {type(g).__name__}")
         if g.shape != shape:
             raise ValueError(f"{what}[{i}] has shape {g.shape}, its parameter {shape}")
         if g.dtype != dtype and not _core.grad_dtype_allowed(dtype, g.dtype):
@@ -186,7 +185,7 @@ class DistributedOptimizer:
             grads = list(grads) if not isinstance(grads, (list, tuple)) else grads
             layout = self._current_layout()
             _check_grads(grads, layout)
-            scale = _real_arg("grad_scale", self.optimizer.grad_scale if grad_scale is None else grad_scale)
+            scale = _grad_scale(self.optimizer.grad_scale if grad_scale is None else grad_scale)
             fingerprint = _fingerprint((layout, [g.dtype.str for g in grads], float(scale),
                                         _group_fingerprint(self.optimizer)))
         except Exception as exc:
@@ -229,6 +228,16 @@ class DistributedOptimizer:
         if name == "optimizer":
             raise AttributeError(name)
         return getattr(self.optimizer, name)
+
+    #: what the wrapper itself holds; any other attribute is the optimizer's
+    _OWN = frozenset({"comm", "optimizer", "_buffers"})
+
+    def __setattr__(self, name, value):
+        # dp.max_grad_norm = 1.0 sets the optimizer's (through its checks), where a step reads it
+        if name in self._OWN:
+            object.__setattr__(self, name, value)
+        else:
+            setattr(self.optimizer, name, value)
 
 
 def partition(sizes, n_ranks, splittable=True, min_piece=1, align=ALIGN):
@@ -274,7 +283,7 @@ class _Piece:
         return self.stop - self.start
 
 
-class ZeroRedundancyOptimizer:
+class ZeroRedundancyOptimizer(GradientSafety):
     """ZeRO stage 1: optimizer state sharded over the ranks, parameters replicated.
 
     Parameters
@@ -324,9 +333,8 @@ class ZeroRedundancyOptimizer:
         self.comm = _world(comm)
         self.rank, self.world_size = self.comm.Get_rank(), self.comm.Get_size()
         self.optimizer_class = optimizer_class
-        self.skip_nonfinite = bool(defaults.pop("skip_nonfinite", False))
-        self.max_grad_norm = defaults.pop("max_grad_norm", None)
-        self.grad_scale = defaults.pop("grad_scale", 1.0)
+        options = {name: defaults.pop(name, default) for name, default in
+                   (("skip_nonfinite", False), ("max_grad_norm", None), ("grad_scale", 1.0))}
         self.skipped_steps = 0
         self.last_grad_norm = None
         self._flat = None
@@ -334,6 +342,8 @@ class ZeroRedundancyOptimizer:
         try:
             if not (isinstance(optimizer_class, type) and issubclass(optimizer_class, Optimizer)):
                 raise TypeError(f"optimizer_class must be a fusedopt optimizer class, got {optimizer_class!r}")
+            for name, value in options.items():   # checked by GradientSafety's setters
+                setattr(self, name, value)
             if not optimizer_class.spec.dense:
                 raise ValueError(f"{optimizer_class.__name__} takes row-sparse gradients only; "
                                  f"ZeroRedundancyOptimizer steps dense ones")
@@ -354,9 +364,6 @@ class ZeroRedundancyOptimizer:
                 _core.check_array(p, f"params[{i}]", True)
             if len({id(p) for p in self._params}) != len(self._params):
                 raise ValueError("the same array appears twice in params")
-            if self.max_grad_norm is not None:
-                self.max_grad_norm = _real_arg("max_grad_norm", self.max_grad_norm)
-            self.grad_scale = _real_arg("grad_scale", self.grad_scale)
             sizes = [p.size for p in self._params]
             min_piece = max(1, defaults.get("min_8bit_size", 4096)) if defaults.get("state_dtype") == "8bit" else 1
             self.bounds = partition(sizes, self.world_size, optimizer_class.elementwise, min_piece)
@@ -449,7 +456,7 @@ class ZeroRedundancyOptimizer:
             _check_grads(grads, layout)
             if any(g.dtype != self.dtype for g in grads):
                 raise TypeError(f"ZeroRedundancyOptimizer's gradients must be {self.dtype}, as the parameters")
-            scale = _real_arg("grad_scale", self.grad_scale if grad_scale is None else grad_scale)
+            scale = _grad_scale(self.grad_scale if grad_scale is None else grad_scale)
             fingerprint = _fingerprint((_group_fingerprint(self.optimizer), float(scale), self.max_grad_norm,
                                         bool(self.skip_nonfinite)))
         except Exception as exc:
@@ -475,7 +482,9 @@ class ZeroRedundancyOptimizer:
                     self.skipped_steps += 1
                     return False
             else:
-                self.last_grad_norm = math.sqrt(sums[0]) / step_scale
+                # finite gradients whose squares overflow: every rank sees the same sum
+                norm = math.sqrt(sums[0]) if math.isfinite(sums[0]) else self._scaled_norm(shard)
+                self.last_grad_norm = norm / step_scale
                 if self.max_grad_norm is not None:
                     clip = min(1.0, self.max_grad_norm / (self.last_grad_norm + 1e-6))
                     step_scale /= clip
@@ -489,6 +498,15 @@ class ZeroRedundancyOptimizer:
         if self.world_size > 1:   # one rank stepped every parameter in place
             self._gather_params()
         return True
+
+    def _scaled_norm(self, shard):
+        """The global L2 norm of finite gradients whose sum of squares overflows float64:
+        scaled by the largest magnitude (collective)."""
+        biggest = np.array([float(np.max(np.abs(shard), initial=0.0))])
+        self.comm.Allreduce(MPI.IN_PLACE, biggest, op=MPI.MAX)
+        scaled = np.array([_sum_of_squares(shard, scale=float(biggest[0]))])
+        self.comm.Allreduce(MPI.IN_PLACE, scaled, op=MPI.SUM)
+        return float(biggest[0]) * math.sqrt(scaled[0])
 
     def _pack_grads(self, grads):
         if self._flat is not None and len(grads) == 1 and grads[0] is self._flat.grad:
@@ -769,10 +787,10 @@ class ZeroRedundancyOptimizer:
         self._gather_params()
 
 
-def _sum_of_squares(x, chunk=1 << 20):
-    """Sum of squares of a 1-D array in float64, in chunks (a bounded temporary)."""
+def _sum_of_squares(x, chunk=1 << 20, scale=1.0):
+    """Sum of squares of a 1-D array divided by `scale`, in float64, in chunks (a bounded temporary)."""
     total = 0.0
     for start in range(0, x.size, chunk):
-        c = x[start:start + chunk].astype(np.float64)
+        c = x[start:start + chunk].astype(np.float64) / scale
         total += float(np.dot(c, c))
     return total

@@ -10,6 +10,7 @@ import numbers
 import numpy as np
 
 from . import _core
+from .optim._base import _grad_scale
 from .optim.adadelta import ADADELTA_SPEC
 from .optim.adagrad import ADAGRAD_SPEC
 from .optim.adam import ADAM_SPEC
@@ -89,7 +90,7 @@ def _functional_step(spec, params, grads, slots, counters, group, constants=None
     if len(built) > 1:
         _core.check_disjoint(tuple(b.tensors for b in built))
     plan = _core.Plan(reader, tuple(built), n, [group], [list(params)], [list(params)], has_f32)
-    _core.step_plan(plan, [group], grads, 0, _real_arg("grad_scale", grad_scale))
+    _core.step_plan(plan, [group], grads, 0, _grad_scale(grad_scale))
 
 
 def _kernel_of(spec, p, g, state_buffers):

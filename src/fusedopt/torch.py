@@ -39,6 +39,7 @@ import contextlib
 import copy
 import inspect
 import itertools
+import numbers
 import operator
 import re
 import weakref
@@ -725,13 +726,17 @@ class FusedOptimizer(torch.optim.Optimizer):
         result = {}
         for name, value in entry.items():
             what = f"state_dict['state'][{key!r}][{name!r}]"
-            if value is None:
-                continue
             if name.endswith(CODES_SUFFIX) and name[:-len(CODES_SUFFIX)] in buffers:
                 name = name[:-len(CODES_SUFFIX)]
+            if value is None and name not in fused.spec.counters:
+                continue   # torch.optim's SGD keeps momentum_buffer None without momentum
             if name in fused.spec.counters:
                 if isinstance(value, torch.Tensor):
+                    if value.numel() != 1:
+                        raise ValueError(f"{what} must hold one number, got shape {tuple(value.shape)}")
                     value = value.item()
+                if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                    raise TypeError(f"{what} must be a number, got {value!r}")
                 if name not in fused.spec.real_counters:
                     if isinstance(value, float) and value.is_integer():
                         value = int(value)

@@ -249,7 +249,8 @@ cdef class Plan:
         """True if the groups are the same dicts holding the same params lists with
         the same arrays in the same order as when the plan was built (identity, C speed)."""
         cdef Py_ssize_t g, i, n = len(param_groups)
-        cdef list params, copy
+        cdef list copy
+        cdef object params   # any object: a group's "params" may have been set to a tuple
         if len(self._group_dicts) != n:
             return False
         for g in range(n):
@@ -260,10 +261,10 @@ cdef class Plan:
             if params is not self._params_lists[g] or type(params) is not list:
                 return False
             copy = <list>self._params_copies[g]
-            if len(params) != len(copy):
+            if len(<list>params) != len(copy):
                 return False
             for i in range(len(copy)):
-                if <PyObject *>params[i] is not <PyObject *>copy[i]:
+                if <PyObject *>(<list>params)[i] is not <PyObject *>copy[i]:
                     return False
         return True
 
@@ -279,8 +280,9 @@ cdef class Plan:
         cdef tuple group_snapshot = tuple(groups)
         if len(group_snapshot) != len(self._group_dicts):
             raise ValueError("the plan was built for another number of param groups")
-        if not (grad_scale > 0.0) or not isfinite(grad_scale):
-            raise ValueError(f"grad_scale must be a finite number > 0, got {grad_scale!r}")
+        if not (grad_scale > 0.0) or not isfinite(grad_scale) or not isfinite(<float>(1.0 / grad_scale)):
+            raise ValueError(f"grad_scale must be a finite number > 0 whose float32 reciprocal is finite, "
+                             f"got {grad_scale!r}")
         if not (max_grad_norm >= 0.0) or not isfinite(max_grad_norm):
             raise ValueError(f"max_grad_norm must be a finite number > 0 (or None), got {max_grad_norm!r}")
         try:
@@ -364,31 +366,46 @@ def arrays_norm(tuple lists):
 
 cdef class StepLock:
     """A reentrant lock whose state lives under the GIL: taking it uncontended (the
-    step does, every call) is two C assignments, no system call.  A thread that finds
+    step does, every call) is a few C assignments, no system call.  A thread that finds
     it held by another waits in short sleeps with the GIL released (a state_dict
-    waiting for a step, or the reverse: rare and short).  In a child forked while
-    another thread of the parent held it, it starts free (that thread does not exist
+    waiting for a step, or the reverse: rare and short).  It is fair enough that a
+    thread stepping in a loop cannot starve a waiter: a thread that finds the lock
+    free while others wait for it queues behind them for one sleep first, and a
+    waiter that finds it free takes it.  In a child forked while another thread of
+    the parent held it, or waited for it, it starts free (those threads do not exist
     in the child)."""
     cdef unsigned long _owner
     cdef Py_ssize_t _count
+    cdef Py_ssize_t _waiting
     cdef long _generation
 
     def __cinit__(self):
         self._owner = 0
         self._count = 0
+        self._waiting = 0
         self._generation = fo_fork_generation()
 
     cdef int take(self) except -1:
         cdef unsigned long me = PyThread_get_thread_ident()
-        if self._generation != fo_fork_generation():   # forked since: the parent's holder is gone
+        if self._generation != fo_fork_generation():   # forked since: the parent's other threads are gone
             self._generation = fo_fork_generation()
+            self._waiting = 0
             if self._count > 0 and self._owner != me:
                 self._count = 0
-        while self._count > 0 and self._owner != me:
-            _sleep(1e-4)                               # releases the GIL
-        if self._count == 0:
-            self._owner = me
-        self._count += 1
+        if self._count > 0 and self._owner == me:
+            self._count += 1
+            return 0
+        if self._count > 0 or self._waiting > 0:       # held, or others wait for it: queue behind them
+            self._waiting += 1
+            try:
+                while True:
+                    _sleep(1e-4)                       # releases the GIL
+                    if self._count == 0:
+                        break
+            finally:
+                self._waiting -= 1
+        self._owner = me
+        self._count = 1
         return 0
 
     cdef int give(self) except -1:

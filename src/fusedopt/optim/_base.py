@@ -71,7 +71,54 @@ def _real(name, value, minimum, allow_none=False, strictly=False):
     return value
 
 
-class Optimizer:
+#: the smallest grad_scale: the kernels multiply the gradients by its reciprocal in float32
+MIN_GRAD_SCALE = 1.0 / float(np.finfo(np.float32).max)
+
+
+def _grad_scale(value):
+    """A grad_scale argument: a finite number whose float32 reciprocal is finite."""
+    value = _real("grad_scale", value, 0.0, strictly=True)
+    if value < MIN_GRAD_SCALE:
+        raise ValueError(f"grad_scale must be at least {MIN_GRAD_SCALE:.4g} (the gradients are multiplied "
+                         f"by its reciprocal in float32), got {value!r}")
+    return value
+
+
+class GradientSafety:
+    """The gradient safety options, checked when set (fusedopt.Optimizer and
+    fusedopt.distributed.ZeroRedundancyOptimizer, which clips across ranks)."""
+
+    @property
+    def skip_nonfinite(self):
+        """Skip (change nothing) when any gradient holds NaN or Inf."""
+        return self._skip_nonfinite
+
+    @skip_nonfinite.setter
+    def skip_nonfinite(self, value):
+        if not isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"skip_nonfinite must be True or False, got {value!r}")
+        self._skip_nonfinite = bool(value)
+
+    @property
+    def max_grad_norm(self):
+        """Clip the global gradient norm to this inside the kernels (None: no clipping)."""
+        return self._max_grad_norm
+
+    @max_grad_norm.setter
+    def max_grad_norm(self, value):
+        self._max_grad_norm = _real("max_grad_norm", value, 0.0, allow_none=True, strictly=True)
+
+    @property
+    def grad_scale(self):
+        """Loss scale: gradients are divided by it inside the kernels."""
+        return self._grad_scale
+
+    @grad_scale.setter
+    def grad_scale(self, value):
+        self._grad_scale = _grad_scale(value)
+
+
+class Optimizer(GradientSafety):
     """Base class of fusedopt's optimizers.  A subclass sets ``spec`` (its
     :class:`~fusedopt.optim._spec.Spec`) and passes its defaults.
 
@@ -93,7 +140,8 @@ class Optimizer:
         update kernels (the gradients are not rewritten); the norm of each step
         is kept in ``last_grad_norm``.
     grad_scale : float, default 1.0
-        Loss scale: gradients are divided by it inside the kernels.
+        Loss scale: gradients are divided by it inside the kernels (at least
+        ``MIN_GRAD_SCALE``, about 2.9e-39, so that its float32 reciprocal is finite).
     state_dtype : {None, "float32", "bfloat16", "8bit"}
         How the optimizer state is stored: None, the parameter's dtype (float32
         for 16-bit parameters); "bfloat16" (half the bytes); "8bit", block-wise
@@ -161,37 +209,6 @@ class Optimizer:
         self._param_groups.extend(_normalize_params(params))
         self._build_plan()
         self._check_storage_against_params()
-
-    # -- gradient safety options (checked when set) ----------------------------
-
-    @property
-    def skip_nonfinite(self):
-        """Skip (change nothing) when any gradient holds NaN or Inf."""
-        return self._skip_nonfinite
-
-    @skip_nonfinite.setter
-    def skip_nonfinite(self, value):
-        if not isinstance(value, (bool, np.bool_)):
-            raise TypeError(f"skip_nonfinite must be True or False, got {value!r}")
-        self._skip_nonfinite = bool(value)
-
-    @property
-    def max_grad_norm(self):
-        """Clip the global gradient norm to this inside the kernels (None: no clipping)."""
-        return self._max_grad_norm
-
-    @max_grad_norm.setter
-    def max_grad_norm(self, value):
-        self._max_grad_norm = _real("max_grad_norm", value, 0.0, allow_none=True, strictly=True)
-
-    @property
-    def grad_scale(self):
-        """Loss scale: gradients are divided by it inside the kernels."""
-        return self._grad_scale
-
-    @grad_scale.setter
-    def grad_scale(self, value):
-        self._grad_scale = _real("grad_scale", value, 0.0, strictly=True)
 
     # -- storage: state dtype, master weights, rounding (fixed at construction) --
 
@@ -604,8 +621,7 @@ class Optimizer:
             True if the step was applied; False if it was skipped because a
             gradient held NaN or Inf (only with ``skip_nonfinite=True``).
         """
-        scale = self._grad_scale if grad_scale is None else _real("grad_scale", grad_scale, 0.0,
-                                                                    strictly=True)
+        scale = self._grad_scale if grad_scale is None else _grad_scale(grad_scale)
         if not isinstance(grads, (list, tuple, np.ndarray)):
             try:                # a generator: read it once, for every attempt below
                 grads = tuple(grads)

@@ -7,8 +7,8 @@ folder, fsyncs it and renames it over the target: a crash at any moment leaves
 either the old checkpoint or the new one, never a torn file.
 """
 import json
-import os
 import math
+import os
 import tempfile
 import zipfile
 import zlib

@@ -16,6 +16,7 @@ with three, MPI may add in another order: the project's trajectory tolerance
 import math
 import os
 import sys
+import warnings
 
 import numpy as np
 from mpi4py import MPI
@@ -249,15 +250,42 @@ def options_set_later(folder=None):
                 raise AssertionError(f"{type(opt).__name__}.{name} = {value!r} was accepted")
         assert opt.max_grad_norm == 1.0 and opt.skip_nonfinite is True and opt.grad_scale == 1.0
     assert dp.optimizer.max_grad_norm == 1.0   # set on the optimizer that steps
-    # finite gradients of 1e200: their squares overflow, the norm does not
+    calls = []
+    unwrapped = dp.step
+    dp.step = lambda grads, **kwargs: calls.append(1) or unwrapped(grads, **kwargs)   # anything else: the wrapper's
+    assert "step" not in vars(dp.optimizer)
+    # a scale whose product with the number of ranks overflows: refused before any collective
+    before = [p.copy() for p in zero._params]
+    for opt in (dp, zero):
+        try:
+            opt.step(gradients(SHAPES, dtype, 0)[RANK], grad_scale=1e308)
+        except ValueError as exc:
+            assert "overflows" in str(exc) or N == 1, exc
+        else:
+            assert N == 1, "grad_scale=1e308 times the ranks was accepted"
+    assert N == 1 or all(np.array_equal(a, b) for a, b in zip(before, zero._params))
+    # finite gradients of 1e200: their squares overflow, the norm does not (and no rank
+    # may raise on the overflow warning while the others wait in a collective)
     per_rank = [[np.asarray(g * 1e200) for g in grads] for grads in gradients(SHAPES, dtype, 0)]
     assert ref.step(summed(per_rank), grad_scale=N)
     for opt in (dp, zero):
-        assert opt.step(per_rank[RANK])
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert opt.step(per_rank[RANK])
         params = [p for group in opt.param_groups for p in group["params"]] if opt is dp else opt._params
         for a, b in zip(params, (p for group in ref.param_groups for p in group["params"])):
             np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
         assert abs(opt.last_grad_norm - ref.last_grad_norm) <= 1e-12 * ref.last_grad_norm
+    assert len(calls) == 2   # the refused grad_scale and the step above went through the wrapper
+    # a norm beyond float64: ZeRO cannot clip it and says so on every rank, stepping nothing
+    before = [p.copy() for p in zero._params]
+    try:
+        zero.step([np.full(p.shape, 1.7e308 / N) for p in zero._params])   # summed: finite
+    except ValueError as exc:
+        assert "too large to clip" in str(exc), exc
+    else:
+        raise AssertionError("a norm beyond float64 was clipped")
+    assert all(np.array_equal(a, b) for a, b in zip(before, zero._params))
     # a NaN now skips the step on every rank
     per_rank = gradients(SHAPES, dtype, 1)
     per_rank[0][0][0, 0] = math.nan

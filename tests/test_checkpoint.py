@@ -70,15 +70,19 @@ def test_load_rejects_mismatches_before_changing_anything(tmp_path):
         fusedopt.load(other, tmp_path / "plain.npz")
 
 
-def _rewritten(source, target, change, compression=zipfile.ZIP_STORED):
+def _rewritten(source, target, change, compression=zipfile.ZIP_STORED, stated_sizes=None):
     """A copy of checkpoint `source` at `target` with change(members) applied to its
-    {name: bytes} before it is written."""
+    {name: bytes} before it is written; stated_sizes: {name: size} the archive's
+    directory states instead of the true sizes (a corrupt or forged directory)."""
     with zipfile.ZipFile(source) as archive:
         members = {name: archive.read(name) for name in archive.namelist()}
     change(members)
     with zipfile.ZipFile(target, "w", compression=compression) as archive:
         for name, data in members.items():
             archive.writestr(name, data)
+        for info in archive.filelist:
+            if info.filename in (stated_sizes or {}):
+                info.file_size = stated_sizes[info.filename]
     return target
 
 
@@ -120,6 +124,13 @@ def test_corrupt_files_raise_valueerror_before_changing_anything(tmp_path):
         "betas not a pair": (_rewritten(good, tmp_path / "betas.npz", _with_meta(
             lambda meta: meta["param_groups"][0].update(betas=0.9))), "not a pair"),
     }
+    with zipfile.ZipFile(good) as archive:
+        state_member = next(n for n in archive.namelist() if n.startswith("state/"))
+    cases["directory states what the file cannot hold"] = (_rewritten(
+        good, tmp_path / "stated.npz", _huge_header, stated_sizes={state_member: 10**11 + 200}), "cannot hold")
+    plain = tmp_path / "plain.npz"   # one .npy whose header claims 1e11 bytes
+    plain.write_bytes(_npy(np.zeros(1, np.uint8)).replace(b"(1,)", b"(99999999999,)"))
+    cases["a plain .npy file"] = (plain, "not an .npz archive")
     deflated = _rewritten(good, tmp_path / "deflate.npz", lambda members: None, zipfile.ZIP_DEFLATED)
     _corrupt_deflate(deflated)
     cases["corrupt compressed member"] = (deflated, "not a readable")

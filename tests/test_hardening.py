@@ -562,6 +562,44 @@ def test_2d_a_thread_stepping_in_a_loop_does_not_starve_state_dict():
     assert_child_ok(*run_child(code, timeout=120))
 
 
+def test_2e_a_signal_reaches_a_thread_waiting_for_the_step_lock():
+    """A signal whose handler raises (Ctrl-C) reaches a thread waiting for the step lock
+    (state_dict() while another thread holds it), wherever it lands: in a sleep of the
+    wait or between two sleeps.  The lock is held for up to 60 s; 20 signals are sent."""
+    code = """
+    import signal, threading, numpy as np, fusedopt
+    opt = fusedopt.Adam([np.zeros(8, np.float32)], lr=1e-3)
+    held, release = threading.Event(), threading.Event()
+
+    def holder():
+        with opt._stepper.lock:
+            held.set()
+            release.wait(60)
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    held.wait()
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGALRM, interrupt)
+    interrupted = 0
+    for attempt in range(20):
+        signal.setitimer(signal.ITIMER_REAL, 0.003 + 0.0007 * attempt)
+        try:
+            opt.state_dict()
+        except KeyboardInterrupt:
+            interrupted += 1
+    release.set()
+    thread.join()
+    assert interrupted == 20, f"{20 - interrupted} signals waited for the lock"
+    assert opt.state_dict()["step_count"] == 0   # the lock is free and whole afterwards
+    print("OK")
+    """
+    assert_child_ok(*run_child(code, timeout=120))
+
+
 def test_2c_state_dict_load_and_save_from_another_thread_are_never_torn(tmp_path):
     """state_dict(), load_state_dict(sd) and fusedopt.save() called from a second thread
     while the first steps: each waits for the step or raises RuntimeError, and never sees

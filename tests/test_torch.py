@@ -689,6 +689,10 @@ def test_load_state_dict_checks_before_changing_anything():
         with pytest.raises(error, match=r"\['step'\]"):
             opt.load_state_dict(bad)
         assert float(opt.state_dict()["state"][1]["step"]) == 1.0
+    numpy_step = copy.deepcopy(good)
+    numpy_step["state"][1]["step"] = np.float32(1.0)   # a number of another library loads as one
+    opt.load_state_dict(numpy_step)
+    assert float(opt.state_dict()["state"][1]["step"]) == 1.0
 
 
 def test_deepcopy_goes_on_identically():

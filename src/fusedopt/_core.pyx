@@ -16,6 +16,7 @@ from libc.string cimport memcmp, memcpy
 from libc.math cimport isfinite, sqrt
 from cpython.ref cimport PyObject
 from cpython.pythread cimport PyThread_get_thread_ident
+from cpython.exc cimport PyErr_CheckSignals
 
 cimport cython
 cimport numpy as cnp

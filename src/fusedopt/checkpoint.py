@@ -111,10 +111,20 @@ def load(optimizer, path):
     optimizer.load_state_dict(read(optimizer, path))
 
 
-def _check_member_sizes(archive):
-    """ValueError unless each .npy member holds the bytes its header declares: a corrupt
-    header must not make np.load allocate an array the file does not hold."""
+#: deflate expands at most about 1032-fold
+_MAX_DEFLATE_RATIO = 1032
+
+
+def _check_member_sizes(archive, path):
+    """ValueError unless each .npy member holds the bytes its header declares, and the
+    sizes the archive states are ones the file can hold: a corrupt header or size must
+    not make np.load allocate an array the file does not hold."""
+    file_size = os.path.getsize(path)
     for info in archive.infolist():
+        ratio = 1 if info.compress_type == zipfile.ZIP_STORED else _MAX_DEFLATE_RATIO
+        if info.header_offset + info.compress_size > file_size or info.file_size > ratio * info.compress_size:
+            raise ValueError(f"member {info.filename!r} states {info.file_size} bytes, "
+                             f"{info.compress_size} compressed, which the file cannot hold")
         with archive.open(info) as member:
             version = np.lib.format.read_magic(member)
             read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
@@ -130,11 +140,14 @@ def read(optimizer, path):
     """The state dict a checkpoint holds, checked against `optimizer`'s groups (not loaded)."""
     path = os.fspath(path)
     try:
+        with open(path, "rb") as file:   # a plain .npy file would be read whole by np.load
+            if not zipfile.is_zipfile(file):
+                raise ValueError("it is not an .npz archive")
         loaded = np.load(path, allow_pickle=False)
-        if not isinstance(loaded, np.lib.npyio.NpzFile):   # a plain .npy file
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
             raise ValueError("it holds one array, not an .npz archive")
         with loaded as npz:
-            _check_member_sizes(npz.zip)
+            _check_member_sizes(npz.zip, path)
             files = npz.files
             meta = json.loads(npz[_META].tobytes().decode()) if _META in files else None
             arrays = {name: npz[name] for name in files if name != _META}

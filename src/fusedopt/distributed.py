@@ -99,6 +99,15 @@ def _bits(array):
     return array.view(np.uint16) if array.dtype in _SIXTEEN_BIT else array
 
 
+def _ranks_scale(grad_scale, comm):
+    """A step's grad_scale, checked as the optimizers check it, and so that the scale the
+    kernels get (times the number of ranks, which sum rather than average) stays finite."""
+    grad_scale = _grad_scale(grad_scale)
+    if not math.isfinite(grad_scale * comm.Get_size()):
+        raise ValueError(f"grad_scale={grad_scale!r} times {comm.Get_size()} ranks overflows")
+    return grad_scale
+
+
 def _check_grads(grads, shapes_dtypes, what="grads"):
     """ValueError/TypeError unless `grads` are one ndarray per parameter, of its shape,
     of its dtype (or a narrower allowed one), C-contiguous."""
@@ -185,7 +194,7 @@ class DistributedOptimizer:
             grads = list(grads) if not isinstance(grads, (list, tuple)) else grads
             layout = self._current_layout()
             _check_grads(grads, layout)
-            scale = _grad_scale(self.optimizer.grad_scale if grad_scale is None else grad_scale)
+            scale = _ranks_scale(self.optimizer.grad_scale if grad_scale is None else grad_scale, self.comm)
             fingerprint = _fingerprint((layout, [g.dtype.str for g in grads], float(scale),
                                         _group_fingerprint(self.optimizer)))
         except Exception as exc:
@@ -229,15 +238,16 @@ class DistributedOptimizer:
             raise AttributeError(name)
         return getattr(self.optimizer, name)
 
-    #: what the wrapper itself holds; any other attribute is the optimizer's
-    _OWN = frozenset({"comm", "optimizer", "_buffers"})
+    #: options a step reads from the wrapped optimizer: setting one on the wrapper sets it there
+    _FORWARDED = frozenset({"skip_nonfinite", "max_grad_norm", "grad_scale"})
 
     def __setattr__(self, name, value):
-        # dp.max_grad_norm = 1.0 sets the optimizer's (through its checks), where a step reads it
-        if name in self._OWN:
-            object.__setattr__(self, name, value)
-        else:
+        # dp.max_grad_norm = 1.0 sets the optimizer's (through its checks); anything else
+        # (dp.step = wrapper, a subclass's attributes) stays on the wrapper
+        if name in self._FORWARDED:
             setattr(self.optimizer, name, value)
+        else:
+            object.__setattr__(self, name, value)
 
 
 def partition(sizes, n_ranks, splittable=True, min_piece=1, align=ALIGN):
@@ -456,7 +466,7 @@ class ZeroRedundancyOptimizer(GradientSafety):
             _check_grads(grads, layout)
             if any(g.dtype != self.dtype for g in grads):
                 raise TypeError(f"ZeroRedundancyOptimizer's gradients must be {self.dtype}, as the parameters")
-            scale = _grad_scale(self.grad_scale if grad_scale is None else grad_scale)
+            scale = _ranks_scale(self.grad_scale if grad_scale is None else grad_scale, self.comm)
             fingerprint = _fingerprint((_group_fingerprint(self.optimizer), float(scale), self.max_grad_norm,
                                         bool(self.skip_nonfinite)))
         except Exception as exc:
@@ -483,10 +493,15 @@ class ZeroRedundancyOptimizer(GradientSafety):
                     return False
             else:
                 # finite gradients whose squares overflow: every rank sees the same sum
-                norm = math.sqrt(sums[0]) if math.isfinite(sums[0]) else self._scaled_norm(shard)
-                self.last_grad_norm = norm / step_scale
+                self.last_grad_norm = (math.sqrt(sums[0]) / step_scale if math.isfinite(sums[0])
+                                       else self._scaled_norm(shard, step_scale))
                 if self.max_grad_norm is not None:
                     clip = min(1.0, self.max_grad_norm / (self.last_grad_norm + 1e-6))
+                    if not (clip > 0.0 and math.isfinite(step_scale / clip)):
+                        # every rank has the same values: all raise, none waits in a collective
+                        raise ValueError(f"the gradients' global norm ({self.last_grad_norm!r}) is too "
+                                         f"large to clip to max_grad_norm={self.max_grad_norm!r}; "
+                                         f"nothing was stepped")
                     step_scale /= clip
         error = None
         try:
@@ -499,14 +514,14 @@ class ZeroRedundancyOptimizer(GradientSafety):
             self._gather_params()
         return True
 
-    def _scaled_norm(self, shard):
-        """The global L2 norm of finite gradients whose sum of squares overflows float64:
-        scaled by the largest magnitude (collective)."""
-        biggest = np.array([float(np.max(np.abs(shard), initial=0.0))])
+    def _scaled_norm(self, shard, divisor):
+        """The global L2 norm, divided by `divisor`, of finite gradients whose sum of
+        squares overflows float64: scaled by the largest magnitude (collective)."""
+        biggest = np.array([_max_abs(shard)])
         self.comm.Allreduce(MPI.IN_PLACE, biggest, op=MPI.MAX)
         scaled = np.array([_sum_of_squares(shard, scale=float(biggest[0]))])
         self.comm.Allreduce(MPI.IN_PLACE, scaled, op=MPI.SUM)
-        return float(biggest[0]) * math.sqrt(scaled[0])
+        return float(biggest[0]) / divisor * math.sqrt(scaled[0])
 
     def _pack_grads(self, grads):
         if self._flat is not None and len(grads) == 1 and grads[0] is self._flat.grad:
@@ -788,9 +803,18 @@ class ZeroRedundancyOptimizer(GradientSafety):
 
 
 def _sum_of_squares(x, chunk=1 << 20, scale=1.0):
-    """Sum of squares of a 1-D array divided by `scale`, in float64, in chunks (a bounded temporary)."""
+    """Sum of squares of a 1-D array divided by `scale`, in float64, in chunks (a bounded
+    temporary).  Overflow gives inf, silently: a warning turned into an error on one
+    rank (-W error) would leave the others waiting in the next collective."""
     total = 0.0
-    for start in range(0, x.size, chunk):
-        c = x[start:start + chunk].astype(np.float64) / scale
-        total += float(np.dot(c, c))
+    with np.errstate(over="ignore", invalid="ignore"):
+        for start in range(0, x.size, chunk):
+            c = x[start:start + chunk].astype(np.float64) / scale
+            total += float(np.dot(c, c))
     return total
+
+
+def _max_abs(x, chunk=1 << 20):
+    """The largest magnitude in a 1-D array, as a float, in chunks (a bounded temporary)."""
+    return max((float(np.max(np.abs(x[start:start + chunk]))) for start in range(0, x.size, chunk)),
+               default=0.0)

@@ -218,14 +218,15 @@ class _View:
                     except (RuntimeError, TypeError):
                         return None
                     self.grad_array = np.asarray(_Memory(array))
+                    memory.append(array)   # what the view reads, whatever happened since the check
                 memory.append(storage)
                 return self.grad_array
         try:
             array = grad.numpy()   # its storage can no longer be resized: checked once here
         except (RuntimeError, TypeError):
             return None
-        if not _within_storage(grad):
-            return None
+        if not _within_storage(array.base if isinstance(array.base, torch.Tensor) else grad):
+            return None   # checked on the alias the array holds (the caller names the problem)
         self.grad_ref = weakref.ref(grad)
         self.grad_ptr = grad.data_ptr()
         self.grad_shape = grad.shape
@@ -737,6 +738,8 @@ class FusedOptimizer(torch.optim.Optimizer):
                     value = value.item()
                 if isinstance(value, bool) or not isinstance(value, numbers.Real):
                     raise TypeError(f"{what} must be a number, got {value!r}")
+                if isinstance(value, np.generic):
+                    value = value.item()
                 if name not in fused.spec.real_counters:
                     if isinstance(value, float) and value.is_integer():
                         value = int(value)

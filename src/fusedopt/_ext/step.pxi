@@ -400,6 +400,7 @@ cdef class StepLock:
             try:
                 while True:
                     _sleep(1e-4)                       # releases the GIL
+                    PyErr_CheckSignals()               # Ctrl-C while waiting (not only mid-sleep)
                     if self._count == 0:
                         break
             finally:
